@@ -1,0 +1,33 @@
+"""Install vmd_jax: `pip install -e .` (CPU), `.[cuda]` or `.[tpu]` for accelerators, `.[test]` for tests."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vmd_jax",
+    version="0.1.0",
+    description="Variational Masked Diffusion (VMD) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vmd_jax", "vmd_jax.*"]),
+    install_requires=[
+        "jax>=0.6.0,<0.11",
+        "flax>=0.10.4,<0.13",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.11.0,<0.13",
+        "chex>=0.1.89,<0.2",
+        "tensorflow-datasets>=4.9.7,<5",
+        "array_record>=0.5.1",
+        "importlib_resources>=6",
+        "absl-py>=2.1",
+        "ml_collections>=0.1.1",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+        "cuda": ["jax[cuda12]>=0.6.0,<0.11"],
+        "tpu": ["jax[tpu]>=0.6.0,<0.11"],
+    },
+)

@@ -1,0 +1,79 @@
+"""Masking schedules alpha(t): the probability that a token is still unmasked at time t.
+
+alpha(0) = 1 and alpha(1) = 0, shifted by eps as in MD4 so that w(t) stays finite. The NELBO weight is
+w(t) = -alpha'(t) / (1 - alpha(t)) (w = 1/t for the linear schedule).
+"""
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vmd_jax.errors import ConfigError
+
+
+class Schedule(NamedTuple):
+  """alpha(t) and its time derivative, both elementwise in t."""
+
+  alpha: Callable[[jax.Array], jax.Array]
+  dalpha: Callable[[jax.Array], jax.Array]
+
+
+def _linear() -> Schedule:
+  return Schedule(alpha=lambda t: 1.0 - t, dalpha=lambda t: -jnp.ones_like(t))
+
+
+def _cosine() -> Schedule:
+  return Schedule(
+      alpha=lambda t: jnp.cos(0.5 * jnp.pi * t),
+      dalpha=lambda t: -0.5 * jnp.pi * jnp.sin(0.5 * jnp.pi * t),
+  )
+
+
+def _poly(k: float) -> Schedule:
+  return Schedule(alpha=lambda t: 1.0 - t**k, dalpha=lambda t: -k * t ** (k - 1.0))
+
+
+def get_schedule(name: str, eps: float = 1e-4) -> Schedule:
+  """Schedule by name: 'linear', 'cosine' or 'poly<K>' (e.g. 'poly2').
+
+  The result is eps + (1 - eps) * alpha(t): alpha(1) = eps rather than 0, as in MD4, so that w(t) stays
+  finite at t = 1. With eps = 0 it is the exact schedule (used by the enumeration tests).
+  """
+  if name == "linear":
+    base = _linear()
+  elif name == "cosine":
+    base = _cosine()
+  elif name.startswith("poly"):
+    try:
+      k = float(name[4:])
+    except ValueError:
+      raise ConfigError(f"schedule {name!r}: expected poly<K> with a number K, e.g. poly2") from None
+    if k <= 0:
+      raise ConfigError(f"schedule {name!r}: K must be positive")
+    base = _poly(k)
+  else:
+    raise ConfigError(f"unknown schedule {name!r}: choose linear, cosine or poly<K>")
+  scale = 1.0 - eps
+  return Schedule(
+      alpha=lambda t: eps + scale * base.alpha(t),
+      dalpha=lambda t: scale * base.dalpha(t),
+  )
+
+
+def nelbo_weight(schedule: Schedule, t: jax.Array) -> jax.Array:
+  """w(t) = -alpha'(t) / (1 - alpha(t)), the weight of each masked token's cross-entropy."""
+  return -schedule.dalpha(t) / (1.0 - schedule.alpha(t))
+
+
+def remaining_masked(schedule: Schedule, num_masked: jax.Array, nfe: int) -> jax.Array:
+  """How many of num_masked tokens are still masked after each of nfe sampling steps.
+
+  Step j (1..nfe) goes from t = 1 - (j-1)/nfe to s = 1 - j/nfe; the expected masked share at s is
+  (1 - alpha(s)) / (1 - alpha(1)), rounded here so that every step reveals a fixed count.
+  num_masked: [batch] int. Returns [nfe + 1, batch] int, from num_masked down to 0.
+  """
+  s = 1.0 - jnp.arange(nfe + 1) / nfe  # [nfe + 1], from 1 to 0
+  share = (1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(jnp.ones(())))
+  share = share.at[0].set(1.0).at[-1].set(0.0)
+  return jnp.round(share[:, None] * num_masked[None, :]).astype(jnp.int32)

@@ -4,7 +4,8 @@ alpha(0) = 1 and alpha(1) = 0, shifted by eps as in MD4 so that w(t) stays finit
 w(t) = -alpha'(t) / (1 - alpha(t)) (w = 1/t for the linear schedule).
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,8 @@ def _linear() -> Schedule:
 
 def _cosine() -> Schedule:
   return Schedule(
-      alpha=lambda t: jnp.cos(0.5 * jnp.pi * t),
-      dalpha=lambda t: -0.5 * jnp.pi * jnp.sin(0.5 * jnp.pi * t),
+    alpha=lambda t: jnp.cos(0.5 * jnp.pi * t),
+    dalpha=lambda t: -0.5 * jnp.pi * jnp.sin(0.5 * jnp.pi * t),
   )
 
 
@@ -56,8 +57,8 @@ def get_schedule(name: str, eps: float = 1e-4) -> Schedule:
     raise ConfigError(f"unknown schedule {name!r}: choose linear, cosine or poly<K>")
   scale = 1.0 - eps
   return Schedule(
-      alpha=lambda t: eps + scale * base.alpha(t),
-      dalpha=lambda t: scale * base.dalpha(t),
+    alpha=lambda t: eps + scale * base.alpha(t),
+    dalpha=lambda t: scale * base.dalpha(t),
   )
 
 

@@ -1,0 +1,132 @@
+"""Datasets in memory, and deterministic, resumable, multi-process batches drawn from them.
+
+A batch is a pure function of (step, seed): the example stream is a concatenation of epochs, each a seeded
+permutation of the examples, so a run resumed at step s sees exactly the batches of an uninterrupted run.
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vmd_jax.data import sequences, synthetic
+from vmd_jax.data.synthetic import Distribution
+from vmd_jax.errors import DataError
+
+NAMES = synthetic.NAMES + ("sequences",)
+
+# Examples decoded per data-source call: few calls, yet a bounded list of decoded dicts at a time.
+_READ_CHUNK = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Train and test token sequences in memory, with what a model and evaluation need to know."""
+
+  name: str
+  train: np.ndarray  # [num_train, length] int32
+  test: np.ndarray  # [num_test, length] int32
+  vocab_size: int  # token ids are in [0, vocab_size); the mask id is vocab_size
+  distribution: Distribution | None  # the exact distribution of a synthetic set; None for user data
+
+  @property
+  def length(self) -> int:
+    """Tokens per sequence."""
+    return self.train.shape[1]
+
+
+def _read_split(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
+  """All examples of a prepared split as tokens [N, L] int32."""
+  source = builder.as_data_source(split=split)
+  length = builder.info.features["tokens"].shape[0]
+  tokens = np.empty((len(source), length), dtype=np.int32)  # [N, L]
+  for start in range(0, len(source), _READ_CHUNK):
+    stop = min(start + _READ_CHUNK, len(source))
+    examples = source.__getitems__(list(range(start, stop)))
+    tokens[start:stop] = np.stack([example["tokens"] for example in examples])
+  return tokens
+
+
+def load(data_config) -> Dataset:
+  """Prepares (if needed) and reads the dataset that data_config names.
+
+  data_config has attributes name, p, num_train, num_test, seed, data_dir (None: the tfds default),
+  path, test_fraction and vocab_size; the synthetic sets use the first six, 'sequences' the last three
+  plus seed and data_dir.
+  """
+  name = data_config.name
+  if name in synthetic.NAMES:
+    dist = synthetic.distribution(name, data_config.p)
+    builder = synthetic.prepare(
+      name,
+      data_config.p,
+      data_config.num_train,
+      data_config.num_test,
+      data_config.seed,
+      data_config.data_dir,
+    )
+    vocab_size = dist.vocab_size
+  elif name == "sequences":
+    if not data_config.path:
+      raise DataError("dataset 'sequences' needs data.path, a .npy file of token ids [N, L]")
+    dist = None
+    builder, vocab_size = sequences.prepare(
+      data_config.path,
+      data_config.test_fraction,
+      data_config.seed,
+      data_config.vocab_size,
+      data_config.data_dir,
+    )
+  else:
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
+  return Dataset(
+    name=name,
+    train=_read_split(builder, "train"),
+    test=_read_split(builder, "test"),
+    vocab_size=vocab_size,
+    distribution=dist,
+  )
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The permutation [num_examples] of epoch `epoch`; cached since consecutive steps share an epoch."""
+  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  order.flags.writeable = False  # shared by every caller through the cache
+  return order
+
+
+def batch_indices(step: int, global_batch: int, num_examples: int, seed: int) -> np.ndarray:
+  """Example indices [global_batch] of global batch `step`: stream positions [step * B, (step + 1) * B).
+
+  Epoch e of the stream is the permutation of range(num_examples) drawn from default_rng([seed, e]); a
+  batch may span epochs.
+  """
+  if step < 0 or global_batch < 1 or num_examples < 1:
+    raise ValueError(
+      f"need step >= 0, global_batch >= 1, num_examples >= 1; got {step}, {global_batch}, {num_examples}"
+    )
+  positions = step * global_batch + np.arange(global_batch, dtype=np.int64)  # [global_batch]
+  epochs = positions // num_examples
+  indices = np.empty(global_batch, dtype=np.int64)
+  for epoch in range(int(epochs[0]), int(epochs[-1]) + 1):
+    in_epoch = epochs == epoch
+    indices[in_epoch] = _epoch_order(seed, epoch, num_examples)[positions[in_epoch] % num_examples]
+  return indices
+
+
+def process_batch(
+  tokens: np.ndarray, step: int, global_batch: int, seed: int, process_index: int, process_count: int
+) -> np.ndarray:
+  """This process's contiguous share [global_batch // process_count, L] of global batch `step` of tokens.
+
+  The processes' shares, in process order, concatenate to the global batch.
+  """
+  if global_batch % process_count != 0:
+    raise ValueError(f"global batch {global_batch} does not divide among {process_count} processes")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is outside [0, {process_count})")
+  per_process = global_batch // process_count
+  indices = batch_indices(step, global_batch, len(tokens), seed)  # [global_batch]
+  return tokens[indices[process_index * per_process : (process_index + 1) * per_process]]

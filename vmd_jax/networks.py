@@ -1,0 +1,218 @@
+"""Networks: the denoiser p(x0 | x_t, t, z), the latent posterior q(z | x0, M_t) and the prior p(z).
+
+All modules are flax.linen modules, used through pure init/apply. The denoiser is a bidirectional
+transformer with adaLN conditioning on the time t and the latent z. Every conditioning path is zero-
+initialised (as in DiT), so at initialisation a model with a latent computes exactly what the same model
+without one computes: VMD starts from MDM, and MDM is the same class with latent_dim = 0.
+"""
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+zeros = nn.initializers.zeros
+
+
+class GaussianPosterior(NamedTuple):
+  """Diagonal Gaussian q(z) = N(mean, exp(log_std)^2); both [batch, latent_dim]."""
+
+  mean: jax.Array
+  log_std: jax.Array
+
+
+def sample_gaussian(posterior: GaussianPosterior, key: jax.Array) -> jax.Array:
+  """Reparameterised draw z = mean + std * eps, eps ~ N(0, I)."""
+  eps = jax.random.normal(key, posterior.mean.shape, posterior.mean.dtype)
+  return posterior.mean + jnp.exp(posterior.log_std) * eps
+
+
+def gaussian_log_prob(posterior: GaussianPosterior, z: jax.Array) -> jax.Array:
+  """log N(z; mean, std^2) summed over the latent dimensions: [batch]."""
+  std_z = (z - posterior.mean) * jnp.exp(-posterior.log_std)
+  return jnp.sum(-0.5 * std_z**2 - posterior.log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def prior_log_prob(z: jax.Array) -> jax.Array:
+  """log p(z) under the prior N(0, I), summed over the latent dimensions: [batch]."""
+  return jnp.sum(-0.5 * z**2 - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def kl_to_prior(posterior: GaussianPosterior) -> jax.Array:
+  """Analytic KL(q || N(0, I)) per latent dimension: [batch, latent_dim] (sum it for the full KL)."""
+  var = jnp.exp(2 * posterior.log_std)
+  return 0.5 * (posterior.mean**2 + var - 1.0) - posterior.log_std
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+  """Sinusoidal features of t in [0, 1] (scaled by 1000): [batch, dim]."""
+  half = dim // 2
+  freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half) / half)
+  angles = 1000.0 * t[:, None] * freqs[None, :]
+  return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+  return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm bidirectional transformer block, adaLN-modulated by a conditioning vector c."""
+
+  width: int
+  num_heads: int
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, c: jax.Array, train: bool) -> jax.Array:
+    # x: [batch, length, width]; c: [batch, width]
+    mod = nn.Dense(6 * self.width, kernel_init=zeros, name="adaln")(nn.silu(c))
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(x), shift1, scale1)
+    h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout)(
+      h, h, deterministic=not train
+    )
+    x = x + gate1[:, None, :] * h
+    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(x), shift2, scale2)
+    h = nn.Dense(self.mlp_ratio * self.width)(h)
+    h = nn.Dense(self.width)(nn.gelu(h))
+    h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    return x + gate2[:, None, :] * h
+
+
+class Denoiser(nn.Module):
+  """Bidirectional transformer f(x_t, t, z) -> logits over the V data tokens at every position.
+
+  vocab_size counts the data tokens; the mask id is vocab_size. With latent_dim = 0 there is no latent
+  path and this is the MDM denoiser; with time_conditioning = False the network ignores t.
+  """
+
+  vocab_size: int
+  max_length: int
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  latent_dim: int = 0
+  time_conditioning: bool = True
+
+  @nn.compact
+  def __call__(self, x_t: jax.Array, t: jax.Array, z: jax.Array | None = None, train: bool = False):
+    # x_t: [batch, length] in {0..V} (V = mask); t: [batch]; z: [batch, latent_dim] or None
+    length = x_t.shape[1]
+    h = nn.Embed(self.vocab_size + 1, self.width, name="token_embed")(x_t)
+    pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
+    h = h + pos[None, :length]  # h: [batch, length, width]
+    c = jnp.zeros((x_t.shape[0], self.width), h.dtype)
+    if self.time_conditioning:
+      temb = timestep_embedding(t, self.width)
+      c = c + nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(temb)))
+    if self.latent_dim > 0:
+      if z is None:
+        raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
+      # Zero-initialised, so that at initialisation the output does not depend on z.
+      c = c + nn.Dense(self.width, kernel_init=zeros, name="latent_proj")(z)
+    for i in range(self.depth):
+      h = TransformerBlock(self.width, self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{i}")(
+        h, c, train
+      )
+    shift, scale = jnp.split(
+      nn.Dense(2 * self.width, kernel_init=zeros, name="final_adaln")(nn.silu(c)), 2, -1
+    )
+    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(h), shift, scale)
+    return nn.Dense(self.vocab_size, name="logits")(h)  # logits: [batch, length, vocab]
+
+
+class PosteriorEncoder(nn.Module):
+  """q(z | x0, M_t): a transformer over the clean tokens and the mask indicator, mean-pooled.
+
+  The encoder sees x0 and which positions are masked in x_t (as in VADD: an encoder blind to x_t
+  collapsed there). For the global-latent bound it is called with every position masked.
+  """
+
+  vocab_size: int
+  max_length: int
+  latent_dim: int
+  width: int = 128
+  depth: int = 2
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  init_log_std: float = 0.0
+
+  @nn.compact
+  def __call__(self, x0: jax.Array, masked: jax.Array) -> GaussianPosterior:
+    # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool
+    h = nn.Embed(self.vocab_size, self.width, name="token_embed")(x0)
+    h = h + nn.Embed(2, self.width, name="mask_embed")(masked.astype(jnp.int32))
+    pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
+    h = h + pos[None, : x0.shape[1]]
+    c = jnp.zeros((x0.shape[0], self.width), h.dtype)
+    for i in range(self.depth):
+      h = TransformerBlock(self.width, self.num_heads, self.mlp_ratio, name=f"block_{i}")(h, c, False)
+    pooled = nn.LayerNorm()(jnp.mean(h, axis=1))  # pooled: [batch, width]
+    mean = nn.Dense(self.latent_dim, name="mean")(pooled)
+    log_std = nn.Dense(self.latent_dim, kernel_init=zeros, name="log_std")(pooled) + self.init_log_std
+    return GaussianPosterior(mean=mean, log_std=log_std)
+
+
+class VMDModel(nn.Module):
+  """The denoiser and, when latent_dim > 0, the posterior encoder, under one parameter tree.
+
+  Methods are called with `model.apply(params, ..., method=...)`: `denoise` (p(x0 | x_t, t, z)) and
+  `posterior` (q(z | x0, M_t)).
+  """
+
+  vocab_size: int
+  max_length: int
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  latent_dim: int = 0
+  time_conditioning: bool = True
+  encoder_width: int = 128
+  encoder_depth: int = 2
+  encoder_init_log_std: float = 0.0
+
+  def setup(self):
+    self.denoiser = Denoiser(
+      self.vocab_size,
+      self.max_length,
+      self.width,
+      self.depth,
+      self.num_heads,
+      self.mlp_ratio,
+      self.dropout,
+      self.latent_dim,
+      self.time_conditioning,
+    )
+    if self.latent_dim > 0:
+      self.encoder = PosteriorEncoder(
+        self.vocab_size,
+        self.max_length,
+        self.latent_dim,
+        self.encoder_width,
+        self.encoder_depth,
+        self.num_heads,
+        self.mlp_ratio,
+        init_log_std=self.encoder_init_log_std,
+      )
+
+  def denoise(self, x_t, t, z=None, train: bool = False):
+    """Logits of p(x0_i | x_t, t, z): [batch, length, vocab]."""
+    return self.denoiser(x_t, t, z, train)
+
+  def posterior(self, x0, masked):
+    """q(z | x0, M_t) as a GaussianPosterior with [batch, latent_dim] fields."""
+    return self.encoder(x0, masked)
+
+  def __call__(self, x0, masked, t):
+    """Touch every submodule once (used by init)."""
+    z = None
+    if self.latent_dim > 0:
+      z = self.posterior(x0, masked).mean
+    return self.denoise(jnp.where(masked, self.vocab_size, x0), t, z)

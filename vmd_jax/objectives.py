@@ -1,0 +1,239 @@
+"""Training objectives (mdm, vmd, global) and the valid likelihood bounds reported at evaluation.
+
+Notation of the design note: x0 clean tokens [batch, length], alpha(t) the masking schedule, w(t) =
+-alpha'(t) / (1 - alpha(t)), M_t the masked positions, q(z | x0, M_t) the posterior, p(z) = N(0, I).
+
+Training objectives (the loss that is optimised; see design note §2-3):
+  mdm:    w(t) * sum_{i in M_t} -log p(x0_i | x_t)
+  vmd:    w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * [w(t)] * KL(q(z | x0, M_t) || p(z))
+  global: w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z))
+The vmd loss is NOT a bound on the NLL (design note §3); the bounds below are, and only they are
+reported as likelihoods.
+
+Every loss and bound here is in nats per sequence unless its name says otherwise.
+"""
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vmd_jax import networks
+from vmd_jax.errors import ConfigError
+from vmd_jax.schedules import Schedule, get_schedule, nelbo_weight, remaining_masked
+
+
+class ObjectiveSettings(NamedTuple):
+  """The options of an objective that a config sets (see configs/ for their meaning)."""
+
+  name: str
+  schedule: Schedule
+  antithetic: bool = True
+  beta: float = 1.0
+  kl_warmup_steps: int = 0
+  free_bits: float = 0.0
+  kl_time_weight: bool = True
+
+
+def settings_from_config(objective_config) -> ObjectiveSettings:
+  """ObjectiveSettings from a config's `objective` section."""
+  o = objective_config
+  return ObjectiveSettings(
+    name=o.name,
+    schedule=get_schedule(o.schedule, o.eps),
+    antithetic=o.antithetic,
+    beta=o.beta,
+    kl_warmup_steps=o.kl_warmup_steps,
+    free_bits=o.free_bits,
+    kl_time_weight=o.kl_time_weight,
+  )
+
+
+def sample_times(key: jax.Array, batch: int, antithetic: bool) -> jax.Array:
+  """t in (0, 1] for each sequence; antithetic: one uniform shift of an evenly spaced grid. [batch]."""
+  if antithetic:
+    u = jnp.mod(jax.random.uniform(key, ()) + jnp.arange(batch) / batch, 1.0)
+  else:
+    u = jax.random.uniform(key, (batch,))
+  return 1.0 - u  # 1 - u avoids t = 0, where w(t) is infinite
+
+
+def mask_tokens(key: jax.Array, x0: jax.Array, t: jax.Array, schedule: Schedule, given=None):
+  """Forward process: each token independently masked with prob 1 - alpha(t). Returns M_t [batch, length].
+
+  Positions in `given` (clues, prompts) are never masked.
+  """
+  masked = jax.random.uniform(key, x0.shape) < (1.0 - schedule.alpha(t))[:, None]
+  if given is not None:
+    masked = masked & ~given
+  return masked
+
+
+def masked_cross_entropy(logits: jax.Array, x0: jax.Array, masked: jax.Array) -> jax.Array:
+  """sum_{i in M} -log p(x0_i | .) per sequence: [batch]."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  token_ll = jnp.take_along_axis(log_probs, x0[..., None], axis=-1)[..., 0]  # [batch, length]
+  return -jnp.sum(jnp.where(masked, token_ll, 0.0), axis=-1)
+
+
+def kl_weight(settings: ObjectiveSettings, step) -> jax.Array:
+  """beta, linearly warmed up from 0 over kl_warmup_steps."""
+  if settings.kl_warmup_steps <= 0:
+    return jnp.asarray(settings.beta, jnp.float32)
+  return settings.beta * jnp.minimum(1.0, step / settings.kl_warmup_steps)
+
+
+def free_bits_kl(kl_per_dim: jax.Array, free_bits: float) -> jax.Array:
+  """KL summed over latent dimensions, each dimension's term floored at free_bits nats: [batch]."""
+  if free_bits > 0:
+    kl_per_dim = jnp.maximum(kl_per_dim, free_bits)
+  return jnp.sum(kl_per_dim, axis=-1)
+
+
+def _denoise(model, params, x_t, t, z, key, train):
+  rngs = {"dropout": key} if train else None
+  return model.apply(params, x_t, t, z, train, method="denoise", rngs=rngs)
+
+
+def _corrupt(model, batch, key, settings):
+  """Draw (t, M_t, x_t) for a batch: t [batch], masked [batch, length], x_t [batch, length]."""
+  x0 = batch["tokens"]
+  t_key, m_key = jax.random.split(key)
+  t = sample_times(t_key, x0.shape[0], settings.antithetic)
+  masked = mask_tokens(m_key, x0, t, settings.schedule, batch.get("given"))
+  return t, masked, jnp.where(masked, model.vocab_size, x0)
+
+
+def mdm_loss(model, params, batch, key, settings, step):
+  """Masked diffusion NELBO estimate w(t) * sum_{i in M_t} CE_i: [batch] and named terms."""
+  del step
+  corrupt_key, drop_key = jax.random.split(key)
+  t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
+  logits = _denoise(model, params, x_t, t, None, drop_key, True)
+  recon = nelbo_weight(settings.schedule, t) * masked_cross_entropy(logits, batch["tokens"], masked)
+  return recon, {"recon": recon}
+
+
+def _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask: bool):
+  corrupt_key, z_key, drop_key = jax.random.split(key, 3)
+  x0 = batch["tokens"]
+  t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
+  enc_mask = masked if encoder_sees_mask else jnp.ones_like(masked)
+  posterior = model.apply(params, x0, enc_mask, method="posterior")
+  z = networks.sample_gaussian(posterior, z_key)
+  logits = _denoise(model, params, x_t, t, z, drop_key, True)
+  w = nelbo_weight(settings.schedule, t)
+  recon = w * masked_cross_entropy(logits, x0, masked)
+  kl_dims = networks.kl_to_prior(posterior)
+  kl_term = free_bits_kl(kl_dims, settings.free_bits)
+  if encoder_sees_mask and settings.kl_time_weight:
+    kl_term = w * kl_term
+  loss = recon + kl_weight(settings, step) * kl_term
+  return loss, {"recon": recon, "kl": jnp.sum(kl_dims, axis=-1)}
+
+
+def vmd_loss(model, params, batch, key, settings, step):
+  """The paper's objective: posterior q(z | x0, M_t) per sampled t, KL optionally weighted by w(t)."""
+  return _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask=True)
+
+
+def global_loss(model, params, batch, key, settings, step):
+  """The fixed-z bound trained directly: q(z | x0) (encoder sees every position masked), one KL."""
+  return _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask=False)
+
+
+OBJECTIVES: dict[str, Callable[..., Any]] = {"mdm": mdm_loss, "vmd": vmd_loss, "global": global_loss}
+
+
+def needs_latent(name: str) -> bool:
+  """Whether the objective trains a latent-variable model."""
+  return name != "mdm"
+
+
+def loss_fn(model, params, batch, key, settings: ObjectiveSettings, step):
+  """Scalar training loss in nats per token, and metrics averaged over the batch.
+
+  The loss is the optimised objective, labelled `loss`; for mdm (and global with beta = 1 and no free
+  bits) it is also a bound estimate, but only the evaluation bounds are reported as likelihoods.
+  """
+  if settings.name not in OBJECTIVES:
+    raise ConfigError(f"unknown objective {settings.name!r}: choose one of {sorted(OBJECTIVES)}")
+  per_seq, terms = OBJECTIVES[settings.name](model, params, batch, key, settings, step)
+  length = batch["tokens"].shape[1]
+  metrics = {name: jnp.mean(value) / length for name, value in terms.items()}
+  loss = jnp.mean(per_seq) / length
+  metrics["loss"] = loss
+  metrics["beta"] = kl_weight(settings, step)
+  return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------------
+# Valid upper bounds on the NLL (design note §3). Each returns per-sequence estimates in nats.
+
+
+def global_posterior(model, params, x0):
+  """q(z | x0) for the fixed-z model: the encoder with every position masked."""
+  return model.apply(params, x0, jnp.ones(x0.shape, bool), method="posterior")
+
+
+def nelbo_draws(model, params, x0, key, schedule: Schedule, num_draws: int) -> jax.Array:
+  """Continuous-time bound (a): w(t) sum_{i in M_t} -log p(x0_i | x_t, z) + KL(q(z | x0) || p(z)).
+
+  One unbiased draw of (z, t, M_t) per row of the output: [num_draws, batch] nats per sequence. For an
+  MDM (latent_dim = 0) there is no z and no KL. Times are antithetic within each draw's batch.
+  """
+  settings = ObjectiveSettings(name="mdm", schedule=schedule)
+  if model.latent_dim > 0:
+    posterior = global_posterior(model, params, x0)
+    kl = jnp.sum(networks.kl_to_prior(posterior), axis=-1)
+
+  def one_draw(key):
+    corrupt_key, z_key = jax.random.split(key)
+    t, masked, x_t = _corrupt(model, {"tokens": x0}, corrupt_key, settings)
+    z = None
+    if model.latent_dim > 0:
+      z = networks.sample_gaussian(posterior, z_key)
+    logits = _denoise(model, params, x_t, t, z, None, False)
+    recon = nelbo_weight(schedule, t) * masked_cross_entropy(logits, x0, masked)
+    return recon + kl if model.latent_dim > 0 else recon
+
+  return jax.lax.map(one_draw, jax.random.split(key, num_draws))
+
+
+def trajectory_log_weights(model, params, x0, key, schedule: Schedule, nfe: int) -> jax.Array:
+  """log [p(x0, path | z) p(z) / (q(path | x0) q(z | x0))] for one random reveal path per sequence.
+
+  The path is that of the nfe-step random-order sampler with z fixed: a uniformly random order, cut
+  into the per-step counts of `remaining_masked`. Since the path's distribution does not depend on
+  x0, the weight is sum_steps sum_{i revealed} log p(x0_i | x_t, z) + log p(z) - log q(z | x0).
+  -E[weight] is the finite-step bound (b) of the design note for that sampler; with nfe = length
+  (one token a step) it is the any-order autoregressive form of the continuous-time bound.
+  Returns [batch].
+  """
+  batch, length = x0.shape
+  order_key, z_key = jax.random.split(key)
+  log_w, z = jnp.zeros((batch,)), None
+  if model.latent_dim > 0:
+    posterior = global_posterior(model, params, x0)
+    z = networks.sample_gaussian(posterior, z_key)
+    log_w = networks.prior_log_prob(z) - networks.gaussian_log_prob(posterior, z)
+  # rank[b, i]: the position of token i in a uniformly random order
+  rank = jnp.argsort(jax.random.uniform(order_key, x0.shape), axis=-1).argsort(axis=-1)
+  still_masked = remaining_masked(schedule, jnp.full((batch,), length), nfe)  # [nfe + 1, batch]
+
+  def step(j, log_w):
+    masked = rank < still_masked[j][:, None]  # the first `still_masked` tokens of the order
+    revealed = masked & ~(rank < still_masked[j + 1][:, None])
+    t = jnp.full((batch,), 1.0 - j / nfe)
+    logits = _denoise(model, params, jnp.where(masked, model.vocab_size, x0), t, z, None, False)
+    return log_w - masked_cross_entropy(logits, x0, revealed)
+
+  return jax.lax.fori_loop(0, nfe, step, log_w)
+
+
+def iwae_bound(log_weights: jax.Array) -> jax.Array:
+  """-log (1/K sum_k exp(log_w_k)) from [K, batch] log-weights: [batch]. Valid for any K >= 1."""
+  k = log_weights.shape[0]
+  return -(jax.nn.logsumexp(log_weights, axis=0) - math.log(k))

@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.beta = 1.0  # KL weight after warm-up
   c.objective.kl_warmup_steps = 0  # beta rises linearly from 0 over these steps
   c.objective.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
-  c.objective.kl_time_weight = True  # vmd: whether the KL term carries w(t)
+  c.objective.kl_time_weight = False  # vmd: whether the KL term carries w(t) (True collapses z on D1)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 6000

@@ -78,6 +78,13 @@ def masked_cross_entropy(logits: jax.Array, x0: jax.Array, masked: jax.Array) ->
   return -jnp.sum(jnp.where(masked, token_ll, 0.0), axis=-1)
 
 
+def weighted_nll(schedule: Schedule, t: jax.Array, logits, x0, masked) -> jax.Array:
+  """w(t) * sum_{i in M_t} -log p(x0_i | x_t): [batch]. Zero where nothing is masked, even where w is
+  infinite in floating point (t -> 0), since no token is then paid for."""
+  ce = masked_cross_entropy(logits, x0, masked)
+  return jnp.where(jnp.any(masked, axis=-1), nelbo_weight(schedule, t) * ce, 0.0)
+
+
 def kl_weight(settings: ObjectiveSettings, step) -> jax.Array:
   """beta, linearly warmed up from 0 over kl_warmup_steps."""
   if settings.kl_warmup_steps <= 0:
@@ -112,7 +119,7 @@ def mdm_loss(model, params, batch, key, settings, step):
   corrupt_key, drop_key = jax.random.split(key)
   t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
   logits = _denoise(model, params, x_t, t, None, drop_key, True)
-  recon = nelbo_weight(settings.schedule, t) * masked_cross_entropy(logits, batch["tokens"], masked)
+  recon = weighted_nll(settings.schedule, t, logits, batch["tokens"], masked)
   return recon, {"recon": recon}
 
 
@@ -124,12 +131,11 @@ def _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask: b
   posterior = model.apply(params, x0, enc_mask, method="posterior")
   z = networks.sample_gaussian(posterior, z_key)
   logits = _denoise(model, params, x_t, t, z, drop_key, True)
-  w = nelbo_weight(settings.schedule, t)
-  recon = w * masked_cross_entropy(logits, x0, masked)
+  recon = weighted_nll(settings.schedule, t, logits, x0, masked)
   kl_dims = networks.kl_to_prior(posterior)
   kl_term = free_bits_kl(kl_dims, settings.free_bits)
   if encoder_sees_mask and settings.kl_time_weight:
-    kl_term = w * kl_term
+    kl_term = nelbo_weight(settings.schedule, t) * kl_term
   loss = recon + kl_weight(settings, step) * kl_term
   return loss, {"recon": recon, "kl": jnp.sum(kl_dims, axis=-1)}
 
@@ -196,7 +202,7 @@ def nelbo_draws(model, params, x0, key, schedule: Schedule, num_draws: int) -> j
     if model.latent_dim > 0:
       z = networks.sample_gaussian(posterior, z_key)
     logits = _denoise(model, params, x_t, t, z, None, False)
-    recon = nelbo_weight(schedule, t) * masked_cross_entropy(logits, x0, masked)
+    recon = weighted_nll(schedule, t, logits, x0, masked)
     return recon + kl if model.latent_dim > 0 else recon
 
   return jax.lax.map(one_draw, jax.random.split(key, num_draws))

@@ -1,0 +1,57 @@
+"""Test setup: two forced CPU devices (set before jax is imported) and small shared helpers."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs")
+
+
+def load_config(filename: str, arg: str | None = None):
+  """get_config(arg) of configs/<filename>, loaded by path as the CLI does."""
+  spec = importlib.util.spec_from_file_location(
+    f"test_configs_{filename[:-3]}", os.path.join(CONFIGS, filename)
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+def shrink(config, data_dir: str, steps: int = 2):
+  """Tiny shapes for fast tests: a 1-block width-16 model, small data, short eval."""
+  config.data.data_dir = data_dir
+  config.data.num_train = 512
+  config.data.num_test = 256
+  config.model.width = 16
+  config.model.depth = 1
+  config.model.num_heads = 2
+  config.model.encoder_width = 16
+  config.model.encoder_depth = 1
+  if config.model.latent_dim > 0:
+    config.model.latent_dim = 4
+  config.train.steps = steps
+  config.train.batch_size = 8
+  config.train.warmup_steps = 1
+  config.train.log_every = 1
+  config.train.checkpoint_every = steps
+  config.objective.kl_warmup_steps = 0
+  config.eval.num_samples = 64
+  config.eval.batch_size = 64
+  config.eval.bound_examples = 32
+  config.eval.bound_draws = 2
+  config.eval.iwae_k = 2
+  return config
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One tfds data dir shared by the whole session (datasets are prepared once)."""
+  return str(tmp_path_factory.mktemp("tfds"))

@@ -1,0 +1,173 @@
+"""Estimators and bounds against exact enumeration and known values (design note §1, §3)."""
+
+import itertools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vmd_jax import networks, objectives
+from vmd_jax.schedules import get_schedule
+
+V, L = 3, 3
+
+
+def _model(latent_dim=0, time_conditioning=False):
+  return networks.VMDModel(
+    vocab_size=V,
+    max_length=L,
+    width=16,
+    depth=1,
+    num_heads=2,
+    latent_dim=latent_dim,
+    time_conditioning=time_conditioning,
+    encoder_width=16,
+    encoder_depth=1,
+  )
+
+
+def _params(model, seed=0, noise=0.5):
+  """Initial parameters perturbed everywhere, so that zero-initialised paths are exercised too."""
+  key = jax.random.PRNGKey(seed)
+  params = model.init(key, jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,)))
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+  return jax.tree.unflatten(tree, [x + noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def _token_nll(model, params, x0, masked, z=None):
+  """-log p(x0_i | x0 with `masked` masked) for every position: [batch, length]."""
+  x_t = jnp.where(masked, V, x0)
+  logits = model.apply(params, x_t, jnp.ones((x0.shape[0],)), z, method="denoise")
+  log_probs = jax.nn.log_softmax(logits, -1)
+  return -np.asarray(jnp.take_along_axis(log_probs, x0[..., None], -1)[..., 0])
+
+
+def exact_nelbo(model, params, x0):
+  """The any-order identity: sum over nonempty S of (|S|-1)!(L-|S|)!/L! sum_{i in S} -log p(x0_i | x0_S masked)."""
+  total = np.zeros(x0.shape[0])
+  for size in range(1, L + 1):
+    coef = math.factorial(size - 1) * math.factorial(L - size) / math.factorial(L)
+    for subset in itertools.combinations(range(L), size):
+      masked = np.zeros((x0.shape[0], L), bool)
+      masked[:, list(subset)] = True
+      nll = _token_nll(model, params, x0, jnp.asarray(masked))
+      total += coef * nll[:, list(subset)].sum(-1)
+  return total
+
+
+def exact_order_mixture_nll(model, params, x0):
+  """-log (1/L! sum over orders sigma of p(x0 | sigma)): the NLL of the one-token-a-step sampler."""
+  log_ps = []
+  for order in itertools.permutations(range(L)):
+    log_p = np.zeros(x0.shape[0])
+    masked = np.ones((x0.shape[0], L), bool)
+    for i in order:
+      log_p -= _token_nll(model, params, x0, jnp.asarray(masked))[:, i]
+      masked[:, i] = False
+    log_ps.append(log_p)
+  log_ps = np.stack(log_ps)
+  return -(np.logaddexp.reduce(log_ps, axis=0) - math.log(len(log_ps)))
+
+
+@pytest.fixture(scope="module")
+def mdm():
+  model = _model()
+  return model, _params(model)
+
+
+X0 = jnp.asarray([[0, 1, 2], [2, 2, 0], [1, 0, 1]], jnp.int32)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "poly2"])
+def test_monte_carlo_nelbo_matches_exact_enumeration(mdm, schedule):
+  model, params = mdm
+  exact = exact_nelbo(model, params, X0)
+  draws = np.asarray(
+    objectives.nelbo_draws(model, params, X0, jax.random.PRNGKey(3), get_schedule(schedule, 0.0), 20_000)
+  )
+  mean, se = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+  assert np.all(np.abs(mean - exact) < 4 * se + 1e-3), (mean, exact, se)
+
+
+def test_one_token_a_step_path_bound_matches_exact_enumeration(mdm):
+  model, params = mdm
+  exact = exact_nelbo(model, params, X0)
+  step = jax.jit(
+    lambda k: objectives.trajectory_log_weights(model, params, X0, k, get_schedule("linear", 0.0), L)
+  )
+  weights = -np.stack([np.asarray(step(k)) for k in jax.random.split(jax.random.PRNGKey(0), 3000)])
+  mean, se = weights.mean(0), weights.std(0) / math.sqrt(len(weights))
+  assert np.all(np.abs(mean - exact) < 4 * se + 1e-3)
+
+
+def test_iwae_bound_tightens_towards_the_exact_nll_and_stays_above_it(mdm):
+  model, params = mdm
+  nll = exact_order_mixture_nll(model, params, X0)
+  schedule = get_schedule("linear", 0.0)
+
+  def bound(k, num):
+    keys = jax.random.split(k, num)
+    log_w = jax.vmap(lambda kk: objectives.trajectory_log_weights(model, params, X0, kk, schedule, L))(keys)
+    return objectives.iwae_bound(log_w)
+
+  one = np.stack([np.asarray(bound(k, 1)) for k in jax.random.split(jax.random.PRNGKey(1), 200)]).mean(0)
+  many = np.stack([np.asarray(bound(k, 64)) for k in jax.random.split(jax.random.PRNGKey(2), 200)]).mean(0)
+  assert np.all(many < one)
+  assert np.all(many >= nll - 1e-4)
+  np.testing.assert_allclose(many, nll, atol=0.05)
+
+
+def test_kl_is_analytic_and_zero_at_the_prior():
+  zero = networks.kl_to_prior(networks.GaussianPosterior(jnp.zeros((2, 5)), jnp.zeros((2, 5))))
+  chex.assert_trees_all_close(zero, jnp.zeros((2, 5)))
+  key = jax.random.PRNGKey(0)
+  q = networks.GaussianPosterior(jnp.asarray([[0.7, -1.2, 0.1]]), jnp.asarray([[-0.3, 0.4, -1.0]]))
+  z = jax.vmap(lambda k: networks.sample_gaussian(q, k))(jax.random.split(key, 200_000))  # [n, 1, 3]
+  monte_carlo = jnp.mean(networks.gaussian_log_prob(q, z) - networks.prior_log_prob(z))
+  analytic = jnp.sum(networks.kl_to_prior(q))
+  assert abs(float(monte_carlo) - float(analytic)) < 0.02
+  assert float(analytic) > 0
+
+
+def test_uniform_predictor_gives_log2_vocab_bits_per_token():
+  model = _model(latent_dim=0, time_conditioning=True)
+  params = _params(model)
+  params = jax.tree_util.tree_map_with_path(
+    lambda path, x: jnp.zeros_like(x) if "logits" in jax.tree_util.keystr(path) else x, params
+  )
+  schedule = get_schedule("linear")
+  draws = np.asarray(objectives.nelbo_draws(model, params, X0, jax.random.PRNGKey(0), schedule, 4000))
+  bits = draws / (L * math.log(2))
+  assert abs(bits.mean() - math.log2(V)) < 4 * bits.std() / math.sqrt(bits.size)
+  path = objectives.trajectory_log_weights(model, params, X0, jax.random.PRNGKey(1), schedule, 2)
+  np.testing.assert_allclose(-np.asarray(path) / (L * math.log(2)), math.log2(V), rtol=1e-5)
+
+
+def test_latent_bound_is_mdm_bound_of_z_plus_kl():
+  """With a latent: E over (z, t, M_t) of the bound equals E_q[exact NELBO given z] + KL(q || p)."""
+  model = _model(latent_dim=2)
+  params = _params(model, seed=4, noise=0.3)
+  posterior = objectives.global_posterior(model, params, X0)
+  kl = np.asarray(jnp.sum(networks.kl_to_prior(posterior), -1))
+  zs = [networks.sample_gaussian(posterior, k) for k in jax.random.split(jax.random.PRNGKey(5), 200)]
+  given_z = np.mean([_exact_given_z(model, params, z) for z in zs], axis=0)
+  draws = np.asarray(
+    objectives.nelbo_draws(model, params, X0, jax.random.PRNGKey(6), get_schedule("linear", 0.0), 20_000)
+  )
+  se = draws.std(0) / math.sqrt(len(draws))
+  assert np.all(np.abs(draws.mean(0) - (given_z + kl)) < 4 * se + 0.02)
+
+
+def _exact_given_z(model, params, z):
+  total = np.zeros(X0.shape[0])
+  for size in range(1, L + 1):
+    coef = math.factorial(size - 1) * math.factorial(L - size) / math.factorial(L)
+    for subset in itertools.combinations(range(L), size):
+      masked = np.zeros(X0.shape, bool)
+      masked[:, list(subset)] = True
+      total += coef * _token_nll(model, params, X0, jnp.asarray(masked), z)[:, list(subset)].sum(-1)
+  return total

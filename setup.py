@@ -13,7 +13,7 @@ setup(
     install_requires=[
         "jax>=0.6.0,<0.11",
         "flax>=0.10.4,<0.13",
-        "optax>=0.2.4,<0.3",
+        "optax>=0.2.5,<0.3",
         "orbax-checkpoint>=0.11.0,<0.13",
         "chex>=0.1.89,<0.2",
         "tensorflow-datasets>=4.9.7,<5",

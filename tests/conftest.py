@@ -51,6 +51,24 @@ def shrink(config, data_dir: str, steps: int = 2):
   return config
 
 
+def train_steps(config, dataset, mesh, num_steps: int):
+  """num_steps train steps from a fresh state on the given mesh: (state on host, losses)."""
+  import jax
+
+  from vmd_jax import objectives, trainer
+
+  model = trainer.build_model(config, dataset.vocab_size, dataset.length)
+  tx = trainer.make_optimizer(config.train)
+  state = trainer.init_state(model, tx, config, dataset.length, mesh)
+  settings = objectives.settings_from_config(config.objective)
+  step_fn = trainer.make_train_step(model, tx, settings, config.train.ema_decay, mesh)
+  losses = []
+  for step in range(num_steps):
+    state, metrics = step_fn(state, trainer.global_batch(dataset.train, step, config, mesh))
+    losses.append(float(metrics["loss"]))
+  return jax.device_get(state), losses
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """One tfds data dir shared by the whole session (datasets are prepared once)."""

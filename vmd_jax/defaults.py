@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0
   c.model.latent_dim = 16  # 0 = no latent (MDM)
   c.model.time_conditioning = True
+  c.model.latent_per_position = True  # z projected separately for each position's adaLN
   c.model.encoder_width = 64
   c.model.encoder_depth = 1
   c.model.encoder_init_log_std = 0.0

@@ -54,7 +54,8 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
 
 
 def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-  return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
+  # x, shift, scale: [batch, length, width]
+  return x * (1.0 + scale) + shift
 
 
 class TransformerBlock(nn.Module):
@@ -67,19 +68,19 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, c: jax.Array, train: bool) -> jax.Array:
-    # x: [batch, length, width]; c: [batch, width]
+    # x: [batch, length, width]; c: [batch, length, width], the conditioning at each position
     mod = nn.Dense(6 * self.width, kernel_init=zeros, name="adaln")(nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(x), shift1, scale1)
     h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout)(
       h, h, deterministic=not train
     )
-    x = x + gate1[:, None, :] * h
+    x = x + gate1 * h
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(x), shift2, scale2)
     h = nn.Dense(self.mlp_ratio * self.width)(h)
     h = nn.Dense(self.width)(nn.gelu(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return x + gate2[:, None, :] * h
+    return x + gate2 * h
 
 
 class Denoiser(nn.Module):
@@ -98,6 +99,7 @@ class Denoiser(nn.Module):
   dropout: float = 0.0
   latent_dim: int = 0
   time_conditioning: bool = True
+  latent_per_position: bool = True
 
   @nn.compact
   def __call__(self, x_t: jax.Array, t: jax.Array, z: jax.Array | None = None, train: bool = False):
@@ -106,15 +108,15 @@ class Denoiser(nn.Module):
     h = nn.Embed(self.vocab_size + 1, self.width, name="token_embed")(x_t)
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
     h = h + pos[None, :length]  # h: [batch, length, width]
-    c = jnp.zeros((x_t.shape[0], self.width), h.dtype)
+    c = jnp.zeros((x_t.shape[0], 1, self.width), h.dtype)  # c: [batch, 1 or length, width]
     if self.time_conditioning:
       temb = timestep_embedding(t, self.width)
-      c = c + nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(temb)))
+      c = c + nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(temb)))[:, None, :]
     if self.latent_dim > 0:
       if z is None:
         raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
-      # Zero-initialised, so that at initialisation the output does not depend on z.
-      c = c + nn.Dense(self.width, kernel_init=zeros, name="latent_proj")(z)
+      c = c + self._latent_conditioning(z, length)
+    c = jnp.broadcast_to(c, h.shape)
     for i in range(self.depth):
       h = TransformerBlock(self.width, self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{i}")(
         h, c, train
@@ -124,6 +126,18 @@ class Denoiser(nn.Module):
     )
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(h), shift, scale)
     return nn.Dense(self.vocab_size, name="logits")(h)  # logits: [batch, length, vocab]
+
+  def _latent_conditioning(self, z: jax.Array, length: int) -> jax.Array:
+    """z's share of the adaLN conditioning: [batch, length, width] (per position) or [batch, 1, width].
+
+    Zero-initialised, so that at initialisation the output does not depend on z. Per position, each
+    token reads its own projection of z, which lets one latent set different tokens at different
+    positions directly (with one shared projection the D2 set collapsed onto k = l).
+    """
+    if self.latent_per_position:
+      out = nn.Dense(self.max_length * self.width, kernel_init=zeros, name="latent_proj")(z)
+      return out.reshape(z.shape[0], self.max_length, self.width)[:, :length]
+    return nn.Dense(self.width, kernel_init=zeros, name="latent_proj")(z)[:, None, :]
 
 
 class PosteriorEncoder(nn.Module):
@@ -149,7 +163,7 @@ class PosteriorEncoder(nn.Module):
     h = h + nn.Embed(2, self.width, name="mask_embed")(masked.astype(jnp.int32))
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
     h = h + pos[None, : x0.shape[1]]
-    c = jnp.zeros((x0.shape[0], self.width), h.dtype)
+    c = jnp.zeros_like(h)  # the encoder is unconditioned: adaLN reduces to plain LayerNorm
     for i in range(self.depth):
       h = TransformerBlock(self.width, self.num_heads, self.mlp_ratio, name=f"block_{i}")(h, c, False)
     pooled = nn.LayerNorm()(jnp.mean(h, axis=1))  # pooled: [batch, width]
@@ -174,6 +188,7 @@ class VMDModel(nn.Module):
   dropout: float = 0.0
   latent_dim: int = 0
   time_conditioning: bool = True
+  latent_per_position: bool = True
   encoder_width: int = 128
   encoder_depth: int = 2
   encoder_init_log_std: float = 0.0

@@ -105,8 +105,10 @@ def make_train_step(model, tx, settings: objectives.ObjectiveSettings, ema_decay
     (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    # The decay ramps up as (1 + step) / (10 + step), so that short runs' EMA is not the init.
+    decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = TrainState(
       step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params, rng=rng
     )

@@ -1,0 +1,157 @@
+"""The command line end to end: results.json, pictures, metrics, and one-line errors that leave the
+workdir as it was."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+TINY = [
+  "--config.model.width=16",
+  "--config.model.depth=1",
+  "--config.model.num_heads=2",
+  "--config.model.encoder_width=16",
+  "--config.model.encoder_depth=1",
+  "--config.train.batch_size=8",
+  "--config.train.warmup_steps=1",
+  "--config.train.log_every=2",
+  "--config.train.checkpoint_every=2",
+  "--config.data.num_train=256",
+  "--config.data.num_test=64",
+  "--config.eval.num_samples=64",
+  "--config.eval.batch_size=64",
+  "--config.eval.bound_examples=16",
+  "--config.eval.bound_draws=2",
+  "--config.eval.iwae_k=2",
+]
+
+
+def _main(workdir, config, *flags, data_dir):
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  args = [sys.executable, "-m", "vmd_jax.main", f"--config={config}", f"--workdir={workdir}"]
+  args += [f"--config.data.data_dir={data_dir}", *TINY, *flags]
+  return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _tree(path):
+  """{relative path: (size, mtime)} of every file under path (empty if it does not exist)."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      out[os.path.relpath(full, path)] = (os.path.getsize(full), os.path.getmtime(full))
+  return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("run") / "pair_vmd")
+  proc = _main(workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return workdir, proc
+
+
+def test_train_writes_results_pictures_metrics_and_checkpoints(trained):
+  workdir, proc = trained
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  for key in [
+    "acc@nfe1",
+    "kl@nfe1",
+    "acc@nfe2",
+    "kl@nfe2",
+    "nelbo_bits_per_token",
+    "nelbo_bits_per_token_se",
+    "loss",
+  ]:
+    assert np.isfinite(results[key]), key
+  assert results["steps"] == 4 and results["method"] == "vmd" and results["dataset"] == "pair"
+  assert os.path.getsize(os.path.join(workdir, "joint_nfe1.png")) > 1000
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [2, 4]
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert "step 4/4" in proc.stdout and "steps/s" in proc.stdout and "ETA" in proc.stdout
+
+
+def test_eval_and_sample_modes_use_the_checkpoint(trained, data_dir):
+  workdir, _ = trained
+  proc = _main(
+    workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", "--mode=sample", data_dir=data_dir
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  samples = np.load(os.path.join(workdir, "samples_nfe1.npy"))
+  assert samples.shape == (64, 2) and samples.max() < 10
+
+
+def _assert_one_line_error(proc, *words):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  for word in words:
+    assert word in lines[0], lines[0]
+
+
+def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, data_dir):
+  workdir, _ = trained
+  before = _tree(workdir)
+  proc = _main(
+    workdir,
+    "configs/synthetic.py:pair,vmd",
+    "--config.train.steps=8",
+    "--config.model.width=32",
+    data_dir=data_dir,
+  )
+  _assert_one_line_error(proc, "does not match", "model.width")
+  assert _tree(workdir) == before
+
+
+@pytest.mark.parametrize(
+  "config, flags, words",
+  [
+    ("configs/synthetic.py:pair,vmd", ["--config.train.steps=-3"], ["train.steps"]),
+    ("configs/synthetic.py:pair,vmd", ["--config.eval.order=best"], ["eval.order"]),
+    ("configs/synthetic.py:pair,mdm", ["--config.model.latent_dim=4"], ["latent_dim"]),
+    ("configs/synthetic.py:pair,vmd", ["--config.objective.schedule=square"], ["schedule"]),
+    ("configs/synthetic.py:pair,vmd", ["--config.eval.nfes=(1,3)"], ["eval.nfes"]),
+    ("configs/synthetic.py:triple,vmd", [], ["triple"]),
+    ("configs/sequences.py:vmd", ["--config.data.path=does_not_exist.npy"], ["not found"]),
+  ],
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, data_dir, config, flags, words):
+  workdir = tmp_path / "run"
+  proc = _main(str(workdir), config, *flags, data_dir=data_dir)
+  _assert_one_line_error(proc, *words)
+  assert not workdir.exists()
+
+
+def test_malformed_data_file_is_a_one_line_error(tmp_path, data_dir):
+  path = tmp_path / "tokens.npy"
+  path.write_text("0 1 2\n3 4 5\n")
+  proc = _main(
+    str(tmp_path / "run"), "configs/sequences.py:mdm", f"--config.data.path={path}", data_dir=data_dir
+  )
+  _assert_one_line_error(proc, "tokens.npy")
+  assert not (tmp_path / "run").exists()
+
+
+def test_own_sequences_train_end_to_end(tmp_path, data_dir):
+  path = tmp_path / "tokens.npy"
+  rng = np.random.default_rng(0)
+  np.save(path, rng.integers(0, 5, size=(128, 6)).astype(np.int64))
+  workdir = tmp_path / "run"
+  proc = _main(
+    str(workdir),
+    "configs/sequences.py:vmd",
+    f"--config.data.path={path}",
+    "--config.train.steps=2",
+    "--config.eval.nfes=(1,6)",
+    data_dir=data_dir,
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["vocab_size"] == 5 and results["length"] == 6
+  assert np.load(workdir / "samples_nfe6.npy").shape == (64, 6)

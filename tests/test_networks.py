@@ -1,0 +1,63 @@
+"""The zero-initialised latent path: at initialisation VMD's denoiser is exactly an MDM denoiser."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vmd_jax import networks
+
+V, L = 5, 6
+
+
+def _init(latent_dim):
+  model = networks.VMDModel(
+    vocab_size=V, max_length=L, width=32, depth=2, num_heads=4, latent_dim=latent_dim, encoder_width=32
+  )
+  params = model.init(
+    jax.random.PRNGKey(0), jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,))
+  )
+  return model, params
+
+
+def _inputs():
+  key = jax.random.PRNGKey(1)
+  x_t = jax.random.randint(key, (4, L), 0, V + 1)  # includes the mask id V
+  t = jax.random.uniform(jax.random.fold_in(key, 1), (4,))
+  return x_t, t
+
+
+def test_latent_denoiser_at_init_ignores_z_and_equals_the_mdm_denoiser():
+  vmd, vmd_params = _init(latent_dim=8)
+  mdm, mdm_params = _init(latent_dim=0)
+  x_t, t = _inputs()
+  z1, z2 = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 8))
+  out1 = vmd.apply(vmd_params, x_t, t, z1, method="denoise")
+  out2 = vmd.apply(vmd_params, x_t, t, z2, method="denoise")
+  np.testing.assert_array_equal(out1, out2)
+  # The MDM is the same network without the latent projection (and without the encoder).
+  shared = jax.tree.map(lambda x: x, mdm_params)
+  shared["params"]["denoiser"] = {
+    k: v for k, v in vmd_params["params"]["denoiser"].items() if k != "latent_proj"
+  }
+  np.testing.assert_allclose(mdm.apply(shared, x_t, t, None, method="denoise"), out1, rtol=1e-6, atol=1e-6)
+  assert "encoder" not in mdm_params["params"] and "latent_proj" not in mdm_params["params"]["denoiser"]
+
+
+def test_latent_changes_the_output_once_the_latent_path_is_trained():
+  vmd, params = _init(latent_dim=8)
+  params = jax.tree.map(lambda x: x + 0.1 * jnp.ones_like(x), params)  # any step away from zero
+  x_t, t = _inputs()
+  z1, z2 = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 8))
+  out1 = vmd.apply(params, x_t, t, z1, method="denoise")
+  out2 = vmd.apply(params, x_t, t, z2, method="denoise")
+  assert float(jnp.max(jnp.abs(out1 - out2))) > 1e-3
+
+
+def test_posterior_depends_on_tokens_and_mask():
+  vmd, params = _init(latent_dim=8)
+  x0 = jax.random.randint(jax.random.PRNGKey(3), (2, L), 0, V)
+  all_masked = vmd.apply(params, x0, jnp.ones((2, L), bool), method="posterior")
+  some_masked = vmd.apply(params, x0, jnp.arange(L)[None, :].repeat(2, 0) < 2, method="posterior")
+  assert all_masked.mean.shape == (2, 8) and all_masked.log_std.shape == (2, 8)
+  assert not np.allclose(all_masked.mean, some_masked.mean)
+  assert not np.allclose(all_masked.mean[0], all_masked.mean[1])

@@ -1,0 +1,70 @@
+"""The data-parallel step against the single-device step, and exact resume from checkpoints."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import load_config, shrink, train_steps
+
+from vmd_jax import checkpoints, trainer
+from vmd_jax.data import pipeline
+from vmd_jax.errors import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir):
+  config = shrink(load_config("synthetic.py", "d1,vmd"), data_dir, steps=6)
+  return config, pipeline.load(config.data)
+
+
+def test_two_device_step_equals_one_device_step(setup):
+  config, dataset = setup
+  assert jax.device_count() == 2, "conftest forces two CPU devices"
+  two, loss_two = train_steps(config, dataset, trainer.make_mesh(jax.devices()), 3)
+  one, loss_one = train_steps(config, dataset, trainer.make_mesh(jax.devices()[:1]), 3)
+  np.testing.assert_allclose(loss_two, loss_one, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(two.params), jax.tree.leaves(one.params), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert int(two.step) == 3
+
+
+def test_batch_is_sharded_over_both_devices(setup):
+  config, dataset = setup
+  batch = trainer.global_batch(dataset.train, 0, config, trainer.make_mesh())
+  assert len(batch["tokens"].sharding.device_set) == 2
+  assert batch["tokens"].shape == (config.train.batch_size, dataset.length)
+
+
+def _params(run):
+  return jax.device_get(run.state.params)
+
+
+def test_resume_reproduces_the_uninterrupted_run(setup, tmp_path):
+  config, dataset = setup
+  straight = trainer.Run(config, str(tmp_path / "straight"), dataset)
+  straight.train()
+  straight.close()
+
+  first = trainer.Run(config, str(tmp_path / "resumed"), dataset)
+  first.train(until_step=3)
+  first.save()
+  first.close()
+  second = trainer.Run(config, str(tmp_path / "resumed"), dataset)
+  assert second.step == 3
+  second.train()
+  second.close()
+  for a, b in zip(jax.tree.leaves(_params(straight)), jax.tree.leaves(_params(second)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(jax.device_get(straight.state.rng), jax.device_get(second.state.rng))
+
+
+def test_checkpoint_of_another_config_is_refused(setup, tmp_path):
+  config, dataset = setup
+  run = trainer.Run(config, str(tmp_path), dataset)
+  run.train(until_step=1)
+  run.save()
+  run.close()
+  other = config.copy_and_resolve_references()
+  other.model.width = 32
+  with pytest.raises(CheckpointError, match="model.width=16"):
+    trainer.Run(other, str(tmp_path), dataset)
+  assert checkpoints.has_checkpoint(str(tmp_path))

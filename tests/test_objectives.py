@@ -36,7 +36,9 @@ def _params(model, seed=0, noise=0.5):
   params = model.init(key, jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,)))
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-  return jax.tree.unflatten(tree, [x + noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  return jax.tree.unflatten(
+    tree, [x + noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+  )
 
 
 def _token_nll(model, params, x0, masked, z=None):
@@ -48,7 +50,8 @@ def _token_nll(model, params, x0, masked, z=None):
 
 
 def exact_nelbo(model, params, x0):
-  """The any-order identity: sum over nonempty S of (|S|-1)!(L-|S|)!/L! sum_{i in S} -log p(x0_i | x0_S masked)."""
+  """The any-order identity, exact for a time-independent denoiser:
+  sum over nonempty S of (|S|-1)!(L-|S|)!/L! * sum_{i in S} -log p(x0_i | x0 with S masked)."""
   total = np.zeros(x0.shape[0])
   for size in range(1, L + 1):
     coef = math.factorial(size - 1) * math.factorial(L - size) / math.factorial(L)

@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.z_policy = "fixed"  # fixed | per_step
   c.eval.kl_smoothing = 0.01  # pseudo-count per sequence in the empirical model frequencies
   c.eval.bound_examples = 2_000  # test sequences for the likelihood bounds
-  c.eval.bound_draws = 16  # (t, M_t, z) draws per sequence for the continuous-time bound
+  c.eval.bound_draws = 64  # (t, M_t, z) draws per sequence for the continuous-time bound
   c.eval.iwae_k = 16  # importance samples for the IWAE bound (0 disables it)
   c.eval.seed = 1
   return c

@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -129,6 +130,7 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of their work at INFO
+    tfds.display_progress_bar(False)
   config = FLAGS.config
   if config.get("task") == "compare":
     if FLAGS.mode != "train":

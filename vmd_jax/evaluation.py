@@ -116,7 +116,7 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
   return results
 
 
-def test_loss(model, params, config, tokens: np.ndarray, key, final_step: int) -> float:
+def objective_loss(model, params, config, tokens: np.ndarray, key, final_step: int) -> float:
   """The optimised objective (nats per token) on test tokens: a training loss, not a bound."""
   settings = objectives.settings_from_config(config.objective)
   settings_loss = jax.jit(
@@ -152,11 +152,15 @@ def plot_joint(samples_by_title: dict[str, np.ndarray], vocab_size: int, path: s
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, len(samples_by_title), figsize=(4 * len(samples_by_title), 3.6), squeeze=False)
-  for ax, (title, samples) in zip(axes[0], samples_by_title.items(), strict=True):
-    joint = np.zeros((vocab_size, vocab_size))
-    np.add.at(joint, (samples[:, 0], samples[:, 1]), 1.0)
-    image = ax.imshow(joint / len(samples), cmap="viridis", origin="lower")
+  joints = {}
+  for title, samples in samples_by_title.items():
+    joint = np.zeros((vocab_size, vocab_size))  # joint: [x1, x2] frequencies
+    np.add.at(joint, (samples[:, 0], samples[:, 1]), 1.0 / len(samples))
+    joints[title] = joint
+  vmax = max(joint.max() for joint in joints.values())  # one colour scale, so panels compare
+  fig, axes = plt.subplots(1, len(joints), figsize=(4 * len(joints), 3.6), squeeze=False)
+  for ax, (title, joint) in zip(axes[0], joints.items(), strict=True):
+    image = ax.imshow(joint, cmap="viridis", origin="lower", vmin=0.0, vmax=vmax)
     ax.set_xlabel("x2")
     ax.set_ylabel("x1")
     ax.set_title(title)
@@ -208,7 +212,9 @@ def _common(run, key) -> dict[str, Any]:
   tokens = run.dataset.test[: run.config.eval.bound_examples]
   params = run.eval_params()
   results = likelihood_bounds(run.model, params, run.config, tokens, jax.random.fold_in(key, 7))
-  results["loss"] = test_loss(run.model, params, run.config, tokens, jax.random.fold_in(key, 8), run.step)
+  results["loss"] = objective_loss(
+    run.model, params, run.config, tokens, jax.random.fold_in(key, 8), run.step
+  )
   results["steps"] = run.step
   results["num_samples"] = run.config.eval.num_samples
   results["bound_examples"] = int(len(tokens))

@@ -171,7 +171,8 @@ def loss_fn(model, params, batch, key, settings: ObjectiveSettings, step):
   metrics = {name: jnp.mean(value) / length for name, value in terms.items()}
   loss = jnp.mean(per_seq) / length
   metrics["loss"] = loss
-  metrics["beta"] = kl_weight(settings, step)
+  if needs_latent(settings.name):
+    metrics["beta"] = kl_weight(settings, step)
   return loss, metrics
 
 

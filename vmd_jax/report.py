@@ -1,7 +1,8 @@
-"""Tables from results.json files: `python -m vmd_jax.report DIR [DIR ...]` prints a markdown table.
+"""Tables from results.json files: `python -m vmd_jax.report DIR [DIR ...]` prints markdown tables.
 
 Each DIR is a run's workdir (holding results.json) or a compare workdir (holding comparison.json).
-The columns are the synthetic metrics present in the results; nothing is typed in by hand.
+Two tables: sample quality (accuracy and KL at each NFE) and likelihood (every bound, the entropy of
+the set, and the training loss). The columns are those present in the results; nothing is typed in.
 """
 
 import json
@@ -9,33 +10,47 @@ import os
 import sys
 
 
-def _columns(results: dict[str, dict]) -> list[str]:
+def _nfes(results: dict[str, dict]) -> list[int]:
   keys = set().union(*(r.keys() for r in results.values()))
-  nfes = sorted({int(k.split("@nfe")[1]) for k in keys if k.startswith("acc@nfe")})
-  columns = [f"acc@nfe{n}" for n in nfes] + [f"kl@nfe{n}" for n in nfes]
-  return columns + [k for k in ("nelbo_bits_per_token", "entropy_bits_per_token", "loss") if k in keys]
+  return sorted({int(k.split("@nfe")[1]) for k in keys if k.startswith("acc@nfe")})
+
+
+def _bound_columns(results: dict[str, dict]) -> list[str]:
+  keys = set().union(*(r.keys() for r in results.values()))
+  bounds = sorted(k for k in keys if k.endswith("bits_per_token") and k != "entropy_bits_per_token")
+  return bounds + [k for k in ("entropy_bits_per_token", "loss") if k in keys]
 
 
 def _cell(result: dict, column: str) -> str:
   if column not in result:
     return "-"
-  value = f"{result[column]:.3f}" if not column.startswith("acc") else f"{result[column]:.1f}"
+  value = f"{result[column]:.1f}" if column.startswith("acc") else f"{result[column]:.3f}"
   if column + "_se" in result:
     value += f" ± {result[column + '_se']:.3f}"
   return value
 
 
-def comparison_table(results: dict[str, dict]) -> str:
-  """Markdown table, one row per run: dataset, method, steps, then acc (%), KL (nats), bounds (bits)."""
-  columns = _columns(results)
-  lines = [
-    "| dataset | method | steps | " + " | ".join(columns) + " |",
-    "|" + "---|" * (3 + len(columns)),
-  ]
+def _table(results: dict[str, dict], columns: list[str], headers: list[str]) -> str:
+  lines = ["| dataset | method | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(columns))]
   for result in results.values():
     cells = [result.get("dataset", "?"), result.get("method", "?"), str(result.get("steps", "?"))]
     lines.append("| " + " | ".join(cells + [_cell(result, c) for c in columns]) + " |")
   return "\n".join(lines)
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+  """Markdown: acc (%) and KL (nats) per NFE; then bounds (bits per token ± s.e.), entropy and loss."""
+  nfes = _nfes(results)
+  quality = [f"acc@nfe{n}" for n in nfes] + [f"kl@nfe{n}" for n in nfes]
+  bounds = _bound_columns(results)
+  headers = [c.replace("_bits_per_token", "") for c in bounds]
+  headers[-1] = "loss (nats/token, not a bound)" if bounds and bounds[-1] == "loss" else headers[-1]
+  return (
+    "Samples: acc (% inside the support) and KL (nats)\n\n"
+    + _table(results, quality, quality)
+    + "\n\nLikelihood: upper bounds on NLL in bits per token ± standard error\n\n"
+    + _table(results, bounds, headers)
+  )
 
 
 def load(directories: list[str]) -> dict[str, dict]:

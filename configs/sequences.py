@@ -16,5 +16,7 @@ def get_config(arg: str = "vmd"):
   config.eval.nfes = (1, 4, 16)
   config.eval.num_samples = 1_000
   config.eval.bound_examples = 1_000
+  config.eval.bound_draws = 16
+  config.eval.iwae_k = 0  # each IWAE sample costs `length` denoiser calls: enable it on accelerators
   config.objective.kl_warmup_steps = 1000
   return config

@@ -186,13 +186,14 @@ class Run:
       return
     step_fn = make_train_step(self.model, self.tx, self.settings, c.ema_decay, self.mesh)
     writer = MetricWriter(self.workdir)
-    progress = Progress(c.steps, self.step)
+    step = self.step  # counted on the host, so that dispatch never waits for the device
+    progress = Progress(c.steps, step)
     history = []
-    while self.step < end:
-      batch = global_batch(self.dataset.train, self.step, self.config, self.mesh)
+    while step < end:
+      batch = global_batch(self.dataset.train, step, self.config, self.mesh)
       self.state, metrics = step_fn(self.state, batch)
       history.append(metrics)
-      step = self.step
+      step += 1
       if step % c.log_every == 0 or step == end:
         means = {k: float(np.mean([jax.device_get(m[k]) for m in history])) for k in history[0]}
         history = []

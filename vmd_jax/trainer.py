@@ -186,11 +186,14 @@ class Run:
       return
     step_fn = make_train_step(self.model, self.tx, self.settings, c.ema_decay, self.mesh)
     writer = MetricWriter(self.workdir)
-    step = self.step  # counted on the host, so that dispatch never waits for the device
+    step = self.step  # counted on the host
     progress = Progress(c.steps, step)
     history = []
     while step < end:
       batch = global_batch(self.dataset.train, step, self.config, self.mesh)
+      # One step in flight at most: the host prepares this batch while the previous step runs. Deeper
+      # queues stalled XLA's CPU all-reduce rendezvous on forced host devices (and abort the process).
+      jax.block_until_ready(self.state.step)
       self.state, metrics = step_fn(self.state, batch)
       history.append(metrics)
       step += 1

@@ -3,6 +3,7 @@
 import glob
 import os
 
+import jax
 import numpy as np
 import pytest
 from conftest import CONFIGS, load_config, shrink, train_steps
@@ -51,3 +52,16 @@ def test_compare_config_holds_valid_synthetic_runs():
   assert sorted(config.runs) == sorted(f"{d}_{m}" for d in ("pair", "d1", "d2") for m in ("mdm", "vmd"))
   for sub in config.runs.values():
     validate(sub)
+
+
+@pytest.mark.parametrize("per_position", [True, False])
+def test_model_options_reach_the_network(per_position):
+  config = load_config("synthetic.py", "d1,vmd")
+  config.model.latent_per_position = per_position
+  model = trainer.build_model(config, vocab_size=10, length=4)
+  x0 = jax.numpy.zeros((1, 4), jax.numpy.int32)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x0, x0 == 0, jax.numpy.ones((1,)))
+  kernel = params["params"]["denoiser"]["latent_proj"]["kernel"]
+  m = config.model
+  assert kernel.shape == (m.latent_dim, m.width * (m.max_length if per_position else 1))
+  assert params["params"]["encoder"]["mean"]["kernel"].shape == (m.encoder_width, m.latent_dim)

@@ -9,10 +9,12 @@ from vmd_jax import networks
 V, L = 5, 6
 
 
-def _init(latent_dim):
-  model = networks.VMDModel(
-    vocab_size=V, max_length=L, width=32, depth=2, num_heads=4, latent_dim=latent_dim, encoder_width=32
+def _init(latent_dim, latent_per_position=True):
+  denoiser = networks.Denoiser(
+    V, L, width=32, depth=2, num_heads=4, latent_dim=latent_dim, latent_per_position=latent_per_position
   )
+  encoder = networks.PosteriorEncoder(V, L, latent_dim, width=32) if latent_dim else None
+  model = networks.VMDModel(denoiser, encoder)
   params = model.init(
     jax.random.PRNGKey(0), jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,))
   )

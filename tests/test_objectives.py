@@ -17,17 +17,13 @@ V, L = 3, 3
 
 
 def _model(latent_dim=0, time_conditioning=False):
-  return networks.VMDModel(
-    vocab_size=V,
-    max_length=L,
-    width=16,
-    depth=1,
-    num_heads=2,
-    latent_dim=latent_dim,
-    time_conditioning=time_conditioning,
-    encoder_width=16,
-    encoder_depth=1,
+  denoiser = networks.Denoiser(
+    V, L, width=16, depth=1, num_heads=2, latent_dim=latent_dim, time_conditioning=time_conditioning
   )
+  encoder = (
+    networks.PosteriorEncoder(V, L, latent_dim, width=16, depth=1, num_heads=2) if latent_dim else None
+  )
+  return networks.VMDModel(denoiser, encoder)
 
 
 def _params(model, seed=0, noise=0.5):

@@ -67,4 +67,4 @@ def test_checkpoint_of_another_config_is_refused(setup, tmp_path):
   other.model.width = 32
   with pytest.raises(CheckpointError, match="model.width=16"):
     trainer.Run(other, str(tmp_path), dataset)
-  assert checkpoints.has_checkpoint(str(tmp_path))
+  assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 1  # the checkpoint is kept

@@ -28,15 +28,6 @@ def _directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def has_checkpoint(workdir: str) -> bool:
-  """Whether workdir holds at least one finished checkpoint."""
-  directory = _directory(workdir)
-  if not os.path.isdir(directory):
-    return False
-  with ocp.CheckpointManager(directory) as manager:
-    return manager.latest_step() is not None
-
-
 class Checkpointer:
   """Saves and restores the train state under workdir/checkpoints (created on the first save)."""
 

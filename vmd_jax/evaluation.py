@@ -5,6 +5,7 @@ token, with its standard error across test sequences. The training objective is 
 as `loss`. Tasks are looked up in EVALUATORS by config.task.
 """
 
+import functools
 import math
 import os
 from typing import Any
@@ -70,10 +71,10 @@ def _mean_se(per_sequence: np.ndarray, length: int) -> tuple[float, float]:
   return float(per_sequence.mean() * scale), float(se * scale)
 
 
-def _batched(fn, tokens: np.ndarray, batch_size: int, key) -> np.ndarray:
-  """Apply fn(x0, key) -> [..., batch] over row batches of tokens and join along the last axis."""
+def _batched(fn, params, tokens: np.ndarray, batch_size: int, key) -> np.ndarray:
+  """Apply fn(params, x0, key) -> [..., batch] over row batches of tokens; join along the last axis."""
   parts = [
-    np.asarray(fn(jnp.asarray(tokens[i : i + batch_size]), jax.random.fold_in(key, i)))
+    np.asarray(fn(params, jnp.asarray(tokens[i : i + batch_size]), jax.random.fold_in(key, i)))
     for i in range(0, len(tokens), batch_size)
   ]
   return np.concatenate(parts, axis=-1)
@@ -85,32 +86,39 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
   nelbo: the continuous-time bound (a) with z ~ q(z | x0); nelbo@nfe{N}: the finite-step bound (b) of
   the N-step random-order sampler with z fixed and sampled token values; iwae{K}: the importance-
   weighted bound over K draws of (z, reveal order) of the one-token-a-step model.
+  Parameters are arguments of the jitted functions, never constants baked into them.
   """
   e, length = config.eval, tokens.shape[1]
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
   batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k, 1))
-  draws = jax.jit(lambda x0, k: objectives.nelbo_draws(model, params, x0, k, schedule, e.bound_draws))
   results = {}
   draws_key, path_key, iwae_key = jax.random.split(key, 3)
-  per_seq = _batched(draws, tokens, batch, draws_key).mean(axis=0)
+
+  @jax.jit
+  def draws(params, x0, k):
+    return objectives.nelbo_draws(model, params, x0, k, schedule, e.bound_draws)
+
+  per_seq = _batched(draws, params, tokens, batch, draws_key).mean(axis=0)
   results["nelbo_bits_per_token"], results["nelbo_bits_per_token_se"] = _mean_se(per_seq, length)
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def log_weights(params, x0, k, nfe):
+    return objectives.trajectory_log_weights(model, params, x0, k, schedule, nfe)
+
   for nfe in e.nfes:
-    weights = jax.jit(
-      lambda x0, k, n=nfe: objectives.trajectory_log_weights(model, params, x0, k, schedule, n)
-    )
-    per_seq = -_batched(weights, tokens, batch, jax.random.fold_in(path_key, nfe))
+    path_fn = functools.partial(log_weights, nfe=nfe)
+    per_seq = -_batched(path_fn, params, tokens, batch, jax.random.fold_in(path_key, nfe))
     name = f"nelbo@nfe{nfe}_bits_per_token"
     results[name], results[name + "_se"] = _mean_se(per_seq, length)
   if e.iwae_k > 0:
 
-    def iwae(x0, k):
+    @jax.jit
+    def iwae(params, x0, k):
       keys = jax.random.split(k, e.iwae_k)
-      log_w = jax.lax.map(
-        lambda kk: objectives.trajectory_log_weights(model, params, x0, kk, schedule, length), keys
-      )
+      log_w = jax.lax.map(lambda kk: log_weights(params, x0, kk, length), keys)
       return objectives.iwae_bound(log_w)
 
-    per_seq = _batched(jax.jit(iwae), tokens, batch, iwae_key)
+    per_seq = _batched(iwae, params, tokens, batch, iwae_key)
     name = f"iwae{e.iwae_k}_bits_per_token"
     results[name], results[name + "_se"] = _mean_se(per_seq, length)
   return results
@@ -119,15 +127,12 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
 def objective_loss(model, params, config, tokens: np.ndarray, key, final_step: int) -> float:
   """The optimised objective (nats per token) on test tokens: a training loss, not a bound."""
   settings = objectives.settings_from_config(config.objective)
-  settings_loss = jax.jit(
-    lambda x0, k: objectives.loss_fn(model, params, {"tokens": x0}, k, settings, final_step)[0]
-  )
-  e = config.eval
-  losses = [
-    float(settings_loss(jnp.asarray(tokens[i : i + e.batch_size]), jax.random.fold_in(key, i)))
-    for i in range(0, len(tokens), e.batch_size)
-  ]
-  return float(np.mean(losses))
+
+  @jax.jit
+  def batch_loss(params, x0, k):
+    return objectives.loss_fn(model, params, {"tokens": x0}, k, settings, final_step)[0][None]
+
+  return float(np.mean(_batched(batch_loss, params, tokens, config.eval.batch_size, key)))
 
 
 def support_metrics(samples: np.ndarray, dist: synthetic.Distribution, smoothing: float) -> dict[str, float]:

@@ -173,49 +173,32 @@ class PosteriorEncoder(nn.Module):
 
 
 class VMDModel(nn.Module):
-  """The denoiser and, when latent_dim > 0, the posterior encoder, under one parameter tree.
+  """The denoiser and, when it has a latent, the posterior encoder, under one parameter tree.
 
   Methods are called with `model.apply(params, ..., method=...)`: `denoise` (p(x0 | x_t, t, z)) and
-  `posterior` (q(z | x0, M_t)).
+  `posterior` (q(z | x0, M_t)). An MDM is a VMDModel whose denoiser has latent_dim = 0 and no encoder.
   """
 
-  vocab_size: int
-  max_length: int
-  width: int = 128
-  depth: int = 4
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout: float = 0.0
-  latent_dim: int = 0
-  time_conditioning: bool = True
-  latent_per_position: bool = True
-  encoder_width: int = 128
-  encoder_depth: int = 2
-  encoder_init_log_std: float = 0.0
+  denoiser: Denoiser
+  encoder: PosteriorEncoder | None = None
 
-  def setup(self):
-    self.denoiser = Denoiser(
-      self.vocab_size,
-      self.max_length,
-      self.width,
-      self.depth,
-      self.num_heads,
-      self.mlp_ratio,
-      self.dropout,
-      self.latent_dim,
-      self.time_conditioning,
-    )
-    if self.latent_dim > 0:
-      self.encoder = PosteriorEncoder(
-        self.vocab_size,
-        self.max_length,
-        self.latent_dim,
-        self.encoder_width,
-        self.encoder_depth,
-        self.num_heads,
-        self.mlp_ratio,
-        init_log_std=self.encoder_init_log_std,
-      )
+  def __post_init__(self):
+    has_encoder = self.encoder is not None
+    if has_encoder != (self.denoiser.latent_dim > 0) or (
+      has_encoder and self.encoder.latent_dim != self.denoiser.latent_dim
+    ):
+      raise ValueError("the encoder's latent_dim must equal the denoiser's, and exist only if it is > 0")
+    super().__post_init__()
+
+  @property
+  def vocab_size(self) -> int:
+    """Data tokens V; the mask id is V."""
+    return self.denoiser.vocab_size
+
+  @property
+  def latent_dim(self) -> int:
+    """Dimension of z (0 for an MDM)."""
+    return self.denoiser.latent_dim
 
   def denoise(self, x_t, t, z=None, train: bool = False):
     """Logits of p(x0_i | x_t, t, z): [batch, length, vocab]."""

@@ -21,7 +21,7 @@ from vmd_jax import checkpoints, objectives
 from vmd_jax.data import pipeline
 from vmd_jax.errors import ConfigError
 from vmd_jax.metrics import MetricWriter, Progress
-from vmd_jax.networks import VMDModel
+from vmd_jax.networks import Denoiser, PosteriorEncoder, VMDModel
 
 
 @flax.struct.dataclass
@@ -40,7 +40,7 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
   m = config.model
   if length > m.max_length:
     raise ConfigError(f"model.max_length={m.max_length} is shorter than the data's length {length}")
-  return VMDModel(
+  denoiser = Denoiser(
     vocab_size=vocab_size,
     max_length=m.max_length,
     width=m.width,
@@ -50,10 +50,21 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
     dropout=m.dropout,
     latent_dim=m.latent_dim,
     time_conditioning=m.time_conditioning,
-    encoder_width=m.encoder_width,
-    encoder_depth=m.encoder_depth,
-    encoder_init_log_std=m.encoder_init_log_std,
+    latent_per_position=m.latent_per_position,
   )
+  encoder = None
+  if m.latent_dim > 0:
+    encoder = PosteriorEncoder(
+      vocab_size=vocab_size,
+      max_length=m.max_length,
+      latent_dim=m.latent_dim,
+      width=m.encoder_width,
+      depth=m.encoder_depth,
+      num_heads=m.num_heads,
+      mlp_ratio=m.mlp_ratio,
+      init_log_std=m.encoder_init_log_std,
+    )
+  return VMDModel(denoiser=denoiser, encoder=encoder)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:

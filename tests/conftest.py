@@ -8,11 +8,47 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import importlib.util  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
+
+
+# Command-line overrides for a tiny model, data and evaluation.
+TINY = [
+  "--config.model.width=16",
+  "--config.model.depth=1",
+  "--config.model.num_heads=2",
+  "--config.model.encoder_width=16",
+  "--config.model.encoder_depth=1",
+  "--config.train.batch_size=8",
+  "--config.train.warmup_steps=1",
+  "--config.train.log_every=2",
+  "--config.train.checkpoint_every=2",
+  "--config.data.num_train=256",
+  "--config.data.num_test=64",
+  "--config.eval.num_samples=64",
+  "--config.eval.batch_size=64",
+  "--config.eval.bound_examples=16",
+  "--config.eval.bound_draws=2",
+  "--config.eval.iwae_k=2",
+]
+
+
+def cli_command(workdir, config, *flags, data_dir):
+  """(argv, env) of `python -m vmd_jax.main` on one CPU device, with the TINY model and data."""
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  args = [sys.executable, "-m", "vmd_jax.main", f"--config={config}", f"--workdir={workdir}"]
+  return args + [f"--config.data.data_dir={data_dir}", *TINY, *flags], env
+
+
+def run_cli(workdir, config, *flags, data_dir):
+  """Run the command line to completion (see cli_command): the CompletedProcess."""
+  args, env = cli_command(workdir, config, *flags, data_dir=data_dir)
+  return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def load_config(filename: str, arg: str | None = None):
@@ -48,6 +84,18 @@ def shrink(config, data_dir: str, steps: int = 2):
   config.eval.bound_examples = 32
   config.eval.bound_draws = 2
   config.eval.iwae_k = 2
+  return config
+
+
+def multiprocess_config(data_dir: str, npy_path: str):
+  """The tiny VMD on a .npy of distinct sequences that the 2-process test trains (also in one process)."""
+  config = shrink(load_config("sequences.py", "vmd"), data_dir, steps=6)
+  config.data.path = npy_path
+  config.model.max_length = 8
+  config.train.checkpoint_every = 3
+  config.train.log_every = 2
+  config.eval.nfes = (1, 4)
+  config.eval.iwae_k = 0
   return config
 
 

@@ -3,38 +3,10 @@ workdir as it was."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
-
-TINY = [
-  "--config.model.width=16",
-  "--config.model.depth=1",
-  "--config.model.num_heads=2",
-  "--config.model.encoder_width=16",
-  "--config.model.encoder_depth=1",
-  "--config.train.batch_size=8",
-  "--config.train.warmup_steps=1",
-  "--config.train.log_every=2",
-  "--config.train.checkpoint_every=2",
-  "--config.data.num_train=256",
-  "--config.data.num_test=64",
-  "--config.eval.num_samples=64",
-  "--config.eval.batch_size=64",
-  "--config.eval.bound_examples=16",
-  "--config.eval.bound_draws=2",
-  "--config.eval.iwae_k=2",
-]
-
-
-def _main(workdir, config, *flags, data_dir):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-  args = [sys.executable, "-m", "vmd_jax.main", f"--config={config}", f"--workdir={workdir}"]
-  args += [f"--config.data.data_dir={data_dir}", *TINY, *flags]
-  return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+from conftest import run_cli
 
 
 def _tree(path):
@@ -50,7 +22,7 @@ def _tree(path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("run") / "pair_vmd")
-  proc = _main(workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", data_dir=data_dir)
+  proc = run_cli(workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", data_dir=data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return workdir, proc
 
@@ -79,7 +51,7 @@ def test_train_writes_results_pictures_metrics_and_checkpoints(trained):
 
 def test_eval_and_sample_modes_use_the_checkpoint(trained, data_dir):
   workdir, _ = trained
-  proc = _main(
+  proc = run_cli(
     workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", "--mode=sample", data_dir=data_dir
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -98,7 +70,7 @@ def _assert_one_line_error(proc, *words):
 def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, data_dir):
   workdir, _ = trained
   before = _tree(workdir)
-  proc = _main(
+  proc = run_cli(
     workdir,
     "configs/synthetic.py:pair,vmd",
     "--config.train.steps=8",
@@ -123,7 +95,7 @@ def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, d
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, data_dir, config, flags, words):
   workdir = tmp_path / "run"
-  proc = _main(str(workdir), config, *flags, data_dir=data_dir)
+  proc = run_cli(str(workdir), config, *flags, data_dir=data_dir)
   _assert_one_line_error(proc, *words)
   assert not workdir.exists()
 
@@ -131,7 +103,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, data_dir, co
 def test_malformed_data_file_is_a_one_line_error(tmp_path, data_dir):
   path = tmp_path / "tokens.npy"
   path.write_text("0 1 2\n3 4 5\n")
-  proc = _main(
+  proc = run_cli(
     str(tmp_path / "run"), "configs/sequences.py:mdm", f"--config.data.path={path}", data_dir=data_dir
   )
   _assert_one_line_error(proc, "tokens.npy")
@@ -143,7 +115,7 @@ def test_own_sequences_train_end_to_end(tmp_path, data_dir):
   rng = np.random.default_rng(0)
   np.save(path, rng.integers(0, 5, size=(128, 6)).astype(np.int64))
   workdir = tmp_path / "run"
-  proc = _main(
+  proc = run_cli(
     str(workdir),
     "configs/sequences.py:vmd",
     f"--config.data.path={path}",

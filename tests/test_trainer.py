@@ -31,7 +31,7 @@ def test_batch_is_sharded_over_both_devices(setup):
   config, dataset = setup
   batch = trainer.global_batch(dataset.train, 0, config, trainer.make_mesh())
   assert len(batch["tokens"].sharding.device_set) == 2
-  assert batch["tokens"].shape == (config.train.batch_size, dataset.length)
+  assert batch["tokens"].shape == (1, config.train.batch_size, dataset.length)
 
 
 def _params(run):

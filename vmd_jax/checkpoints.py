@@ -1,14 +1,20 @@
 """Checkpoints with orbax: the whole train state (params, optimiser, EMA, step, rng) plus a JSON record
 of the data position and of the config that shaped the state, so that a resumed run is exact and a
 checkpoint written under another config is refused with a clear message.
+
+A checkpoint that cannot be read (a partial write, a corrupt file) is skipped with a warning in favour
+of the one before it, and moved to workdir/checkpoints_unreadable/ so that nothing is deleted.
 """
 
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from vmd_jax import distributed
 from vmd_jax.errors import CheckpointError
 
 # Config sections whose values change the shape or meaning of the saved state.
@@ -28,16 +34,22 @@ def _directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
 class Checkpointer:
   """Saves and restores the train state under workdir/checkpoints (created on the first save)."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False)
     self.directory = _directory(workdir)
     self._max_to_keep = max_to_keep
-    self._manager = (
-      ocp.CheckpointManager(self.directory, options=options) if os.path.isdir(self.directory) else None
-    )
+    self._manager = self._open(create=False) if os.path.isdir(self.directory) else None
+
+  def _open(self, create: bool) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=create)
+    return ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     """The step of the newest finished checkpoint, or None."""
@@ -48,9 +60,9 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return restored["meta"]
 
-  def check_matches(self, step: int, config) -> None:
+  def check_matches(self, step: int, config, meta: dict[str, Any] | None = None) -> None:
     """Raise CheckpointError naming the config values that differ from those the checkpoint was made with."""
-    saved = self.read_meta(step).get("fingerprint", {})
+    saved = (self.read_meta(step) if meta is None else meta).get("fingerprint", {})
     current = fingerprint(config)
     diffs = [
       f"{key}={saved.get(key)!r} (checkpoint) vs {current.get(key)!r} (config)"
@@ -70,18 +82,61 @@ class Checkpointer:
         args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
       )
     except (ValueError, KeyError, TypeError) as e:
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointError(f"checkpoint at step {step} cannot be restored: {first_line}") from None
+      raise CheckpointError(f"checkpoint at step {step} cannot be restored: {_first_line(e)}") from None
     return restored["state"], restored["meta"]
+
+  def restore_latest(self, abstract_state, config) -> tuple[Any, dict[str, Any]] | None:
+    """(state, meta) of the newest readable checkpoint, or None when there is none.
+
+    Unreadable checkpoints are skipped with a warning on stderr and moved aside; a readable one made
+    under another config raises CheckpointError (that is a mistake in the command, not damage).
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True) if self._manager else []
+    for step in steps:
+      try:
+        meta = self.read_meta(step)
+      except Exception as e:  # noqa: BLE001 - any failure to read means the checkpoint is damaged
+        self._set_aside(step, e)
+        continue
+      self.check_matches(step, config, meta)
+      try:
+        state, _ = self.restore(step, abstract_state)
+      except Exception as e:  # noqa: BLE001
+        self._set_aside(step, e)
+        continue
+      return state, meta
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    """Warn about an unreadable checkpoint and move it out of the manager's directory."""
+    aside = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable", str(step))
+    if jax.process_index() == 0:
+      if os.path.exists(aside):  # an earlier unreadable checkpoint of the same step
+        aside = f"{aside}.{os.getpid()}"
+      print(
+        f"warning: checkpoint at step {step} is unreadable ({_first_line(error)}); "
+        f"moved to {aside}, falling back to the previous one",
+        file=sys.stderr,
+        flush=True,
+      )
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), aside)
+    distributed.barrier(f"set_aside_{step}")
+    self._manager.close()
+    self._manager = self._open(create=False)
 
   def save(self, step: int, state, meta: dict[str, Any]) -> None:
     """Save asynchronously (all processes call this; orbax coordinates the writes)."""
     if self._manager is None:
-      options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True)
-      self._manager = ocp.CheckpointManager(self.directory, options=options)
+      self._manager = self._open(create=True)
     self._manager.save(
       step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     )
+
+  def wait(self) -> None:
+    """Block until pending saves are written."""
+    if self._manager is not None:
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     """Wait for pending saves and release the manager."""

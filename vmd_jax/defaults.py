@@ -17,7 +17,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and the train rng
   c.task = "synthetic"  # evaluation suite: synthetic | sequences
-  c.jax_distributed = False  # call jax.distributed.initialize() (multi-host pods and clusters)
+  # call jax.distributed.initialize(): TPU pods, SLURM and Open MPI are detected; elsewhere set
+  # VMD_COORDINATOR_ADDRESS, VMD_NUM_PROCESSES and VMD_PROCESS_ID (see vmd_jax/distributed.py)
+  c.jax_distributed = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "d1"  # pair | pair_nonuniform | pair_corr | d1 | d2 | sequences
@@ -43,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.encoder_width = 64
   c.model.encoder_depth = 1
   c.model.encoder_init_log_std = 0.0
+  c.model.dtype = "auto"  # computation: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
 
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "vmd"  # vmd | mdm | global
@@ -56,7 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 6000
-  c.train.batch_size = 128  # global, over all devices and processes
+  c.train.batch_size = 128  # global, over all devices and processes, whatever their number
+  c.train.per_device_batch_size = 0  # memory cap per device; gradients accumulate over the rest (0: none)
   c.train.learning_rate = 1e-3
   c.train.final_lr_fraction = 0.1
   c.train.warmup_steps = 200
@@ -131,6 +135,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     f"model.num_heads={m.num_heads} must divide model.width and model.encoder_width",
   )
   _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
+  dtypes = ["auto", "bfloat16", "float32"]
+  _require(m.dtype in dtypes, f"model.dtype={m.dtype!r}: choose one of {dtypes}")
+  per_device = t.per_device_batch_size
+  _require(per_device >= 0, f"train.per_device_batch_size={per_device}: must be >= 0")
   for name in ("steps", "batch_size", "log_every", "checkpoint_every", "max_to_keep"):
     _require(t[name] > 0, f"train.{name}={t[name]}: must be positive")
   _require(t.learning_rate > 0, f"train.learning_rate={t.learning_rate}: must be positive")

@@ -15,3 +15,7 @@ class DataError(VMDError):
 
 class CheckpointError(VMDError):
   """A checkpoint does not match the config, or cannot be read."""
+
+
+class TrainingError(VMDError):
+  """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""

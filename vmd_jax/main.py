@@ -4,7 +4,13 @@ train (default): train to config.train.steps (resuming from DIR's checkpoint if 
   write DIR/results.json; eval: evaluate the latest checkpoint; sample: write samples at each eval NFE.
 The config configs/compare.py (the default) trains and evaluates each of its runs in DIR/<run> and
 prints the VMD against MDM comparison. Problems with the input (config values, data files,
-checkpoints) are reported as one line on stderr with exit status 2, before anything is written.
+checkpoints) are reported as one line on stderr with exit status 2, before anything is written; so is
+a non-finite loss, which stops training with the last good checkpoint kept. SIGTERM (a preemption)
+saves a checkpoint and exits with status 0; the same command resumes.
+
+With several processes (config.jax_distributed) every process runs this same command: each trains on
+its own share of every batch, and each evaluates on its own devices with the same seeds, so that only
+process 0 needs to write results, samples and pictures.
 """
 
 import json
@@ -18,7 +24,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vmd_jax import evaluation, report
+from vmd_jax import distributed, evaluation, report
 from vmd_jax.data import pipeline
 from vmd_jax.defaults import validate
 from vmd_jax.errors import CheckpointError, VMDError
@@ -37,8 +43,7 @@ FLAGS = flags.FLAGS
 def _load(config, workdir: str) -> Run:
   """Validate the config, load the data and build (or restore) the run; nothing is written."""
   validate(config)
-  if config.jax_distributed:
-    jax.distributed.initialize()
+  distributed.initialize(config)
   dataset = pipeline.load(config.data)
   evaluation.check_nfes(config.eval.nfes, dataset.length)
   return Run(config, workdir, dataset)
@@ -68,7 +73,8 @@ def evaluate_and_save(run: Run, extra=None):
 
 
 def run_single(config, workdir: str, mode: str):
-  """Train, evaluate or sample one config in workdir; returns (results, one-step samples) or None."""
+  """Train, evaluate or sample one config in workdir; returns (results, one-step samples), or None when
+  sampling or when a preemption stopped training."""
   run = _load(config, workdir)
   try:
     if mode != "train" and run.checkpointer.latest_step() is None:
@@ -78,7 +84,8 @@ def run_single(config, workdir: str, mode: str):
     extra = {}
     if mode == "train":
       start, start_step = time.perf_counter(), run.step
-      run.train()
+      if not run.train():
+        return None
       extra = {"train_seconds": round(time.perf_counter() - start, 1), "trained_steps": run.step - start_step}
     results, one_step = evaluate_and_save(run, extra)
     if jax.process_index() == 0:
@@ -106,8 +113,12 @@ def run_compare(config, workdir: str) -> None:
     validate(sub)
   results, one_step = {}, {}
   for name, sub in config.runs.items():
-    print(f"=== {name} ===", flush=True)
-    results[name], one_step[name] = run_single(sub, os.path.join(workdir, name), "train")
+    if jax.process_index() == 0:
+      print(f"=== {name} ===", flush=True)
+    outcome = run_single(sub, os.path.join(workdir, name), "train")
+    if outcome is None:  # preempted: the same command resumes this run and does the rest
+      return
+    results[name], one_step[name] = outcome
   _write_json(os.path.join(workdir, "comparison.json"), results)
   if jax.process_index() == 0:
     print(report.comparison_table(results), flush=True)

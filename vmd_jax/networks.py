@@ -6,7 +6,8 @@ initialised (as in DiT), so at initialisation a model with a latent computes exa
 without one computes: VMD starts from MDM, and MDM is the same class with latent_dim = 0.
 """
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -65,20 +66,22 @@ class TransformerBlock(nn.Module):
   num_heads: int
   mlp_ratio: int = 4
   dropout: float = 0.0
+  dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x: jax.Array, c: jax.Array, train: bool) -> jax.Array:
     # x: [batch, length, width]; c: [batch, length, width], the conditioning at each position
-    mod = nn.Dense(6 * self.width, kernel_init=zeros, name="adaln")(nn.silu(c))
+    mod = nn.Dense(6 * self.width, kernel_init=zeros, dtype=self.dtype, name="adaln")(nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
-    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(x), shift1, scale1)
-    h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout)(
-      h, h, deterministic=not train
-    )
+    norm = functools.partial(nn.LayerNorm, use_scale=False, use_bias=False, dtype=self.dtype)
+    h = _modulate(norm()(x), shift1, scale1)
+    h = nn.MultiHeadDotProductAttention(
+      num_heads=self.num_heads, dropout_rate=self.dropout, dtype=self.dtype
+    )(h, h, deterministic=not train)
     x = x + gate1 * h
-    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(x), shift2, scale2)
-    h = nn.Dense(self.mlp_ratio * self.width)(h)
-    h = nn.Dense(self.width)(nn.gelu(h))
+    h = _modulate(norm()(x), shift2, scale2)
+    h = nn.Dense(self.mlp_ratio * self.width, dtype=self.dtype)(h)
+    h = nn.Dense(self.width, dtype=self.dtype)(nn.gelu(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     return x + gate2 * h
 
@@ -100,32 +103,34 @@ class Denoiser(nn.Module):
   latent_dim: int = 0
   time_conditioning: bool = True
   latent_per_position: bool = True
+  dtype: Any = jnp.float32  # computation dtype (bfloat16 for mixed precision); params and logits float32
 
   @nn.compact
   def __call__(self, x_t: jax.Array, t: jax.Array, z: jax.Array | None = None, train: bool = False):
     # x_t: [batch, length] in {0..V} (V = mask); t: [batch]; z: [batch, latent_dim] or None
     length = x_t.shape[1]
-    h = nn.Embed(self.vocab_size + 1, self.width, name="token_embed")(x_t)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    h = nn.Embed(self.vocab_size + 1, self.width, dtype=self.dtype, name="token_embed")(x_t)
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
-    h = h + pos[None, :length]  # h: [batch, length, width]
-    c = jnp.zeros((x_t.shape[0], 1, self.width), h.dtype)  # c: [batch, 1 or length, width]
+    h = h + pos[None, :length].astype(self.dtype)  # h: [batch, length, width]
+    c = jnp.zeros((x_t.shape[0], 1, self.width), self.dtype)  # c: [batch, 1 or length, width]
     if self.time_conditioning:
       temb = timestep_embedding(t, self.width)
-      c = c + nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(temb)))[:, None, :]
+      c = c + dense(self.width)(nn.silu(dense(self.width)(temb)))[:, None, :]
     if self.latent_dim > 0:
       if z is None:
         raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
       c = c + self._latent_conditioning(z, length)
     c = jnp.broadcast_to(c, h.shape)
     for i in range(self.depth):
-      h = TransformerBlock(self.width, self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{i}")(
-        h, c, train
+      block = TransformerBlock(
+        self.width, self.num_heads, self.mlp_ratio, self.dropout, self.dtype, name=f"block_{i}"
       )
-    shift, scale = jnp.split(
-      nn.Dense(2 * self.width, kernel_init=zeros, name="final_adaln")(nn.silu(c)), 2, -1
-    )
-    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False)(h), shift, scale)
-    return nn.Dense(self.vocab_size, name="logits")(h)  # logits: [batch, length, vocab]
+      h = block(h, c, train)
+    shift, scale = jnp.split(dense(2 * self.width, kernel_init=zeros, name="final_adaln")(nn.silu(c)), 2, -1)
+    h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype)(h), shift, scale)
+    logits = dense(self.vocab_size, name="logits")(h)
+    return logits.astype(jnp.float32)  # logits: [batch, length, vocab]
 
   def _latent_conditioning(self, z: jax.Array, length: int) -> jax.Array:
     """z's share of the adaLN conditioning: [batch, length, width] (per position) or [batch, 1, width].
@@ -135,9 +140,9 @@ class Denoiser(nn.Module):
     positions directly (with one shared projection the D2 set collapsed onto k = l).
     """
     if self.latent_per_position:
-      out = nn.Dense(self.max_length * self.width, kernel_init=zeros, name="latent_proj")(z)
+      out = nn.Dense(self.max_length * self.width, kernel_init=zeros, dtype=self.dtype, name="latent_proj")(z)
       return out.reshape(z.shape[0], self.max_length, self.width)[:, :length]
-    return nn.Dense(self.width, kernel_init=zeros, name="latent_proj")(z)[:, None, :]
+    return nn.Dense(self.width, kernel_init=zeros, dtype=self.dtype, name="latent_proj")(z)[:, None, :]
 
 
 class PosteriorEncoder(nn.Module):
@@ -155,18 +160,22 @@ class PosteriorEncoder(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   init_log_std: float = 0.0
+  dtype: Any = jnp.float32  # computation dtype of the blocks; the pooled head runs in float32
 
   @nn.compact
   def __call__(self, x0: jax.Array, masked: jax.Array) -> GaussianPosterior:
     # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool
-    h = nn.Embed(self.vocab_size, self.width, name="token_embed")(x0)
-    h = h + nn.Embed(2, self.width, name="mask_embed")(masked.astype(jnp.int32))
+    h = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name="token_embed")(x0)
+    h = h + nn.Embed(2, self.width, dtype=self.dtype, name="mask_embed")(masked.astype(jnp.int32))
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
-    h = h + pos[None, : x0.shape[1]]
+    h = h + pos[None, : x0.shape[1]].astype(self.dtype)
     c = jnp.zeros_like(h)  # the encoder is unconditioned: adaLN reduces to plain LayerNorm
     for i in range(self.depth):
-      h = TransformerBlock(self.width, self.num_heads, self.mlp_ratio, name=f"block_{i}")(h, c, False)
-    pooled = nn.LayerNorm()(jnp.mean(h, axis=1))  # pooled: [batch, width]
+      block = TransformerBlock(
+        self.width, self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}"
+      )
+      h = block(h, c, False)
+    pooled = nn.LayerNorm()(jnp.mean(h.astype(jnp.float32), axis=1))  # pooled: [batch, width]
     mean = nn.Dense(self.latent_dim, name="mean")(pooled)
     log_std = nn.Dense(self.latent_dim, kernel_init=zeros, name="log_std")(pooled) + self.init_log_std
     return GaussianPosterior(mean=mean, log_std=log_std)

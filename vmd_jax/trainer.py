@@ -1,12 +1,20 @@
 """One trainer for every experiment: state, data-parallel train step, loop, checkpoints and metrics.
 
 Data parallelism is jit over a 1-D device mesh with axis 'data': the state is replicated, each global
-batch is sharded along its first axis, and XLA inserts the gradient all-reduce (the modern form of
+batch is sharded along its batch axis, and XLA inserts the gradient all-reduce (the modern form of
 pmap + pmean). Several hosts work the same way: each process loads its own slice of the global batch
-and the slices are joined into one global array. The objective is reached only through
-`objectives.loss_fn`.
+and the slices are joined into one global array. The global batch is fixed by the config; when
+train.per_device_batch_size caps what a device holds, the step accumulates gradients over
+microbatches. The objective is reached only through `objectives.loss_fn`.
+
+The loop survives what pods do to it: SIGTERM (a preemption) saves a checkpoint and returns; a step
+whose loss or gradient is not finite is not applied, and the run stops with the last good checkpoint
+kept; a run killed at any moment resumes from its checkpoint to exactly the uninterrupted result.
 """
 
+import contextlib
+import signal
+import threading
 from typing import Any
 
 import flax
@@ -17,9 +25,9 @@ import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vmd_jax import checkpoints, objectives
+from vmd_jax import checkpoints, distributed, objectives
 from vmd_jax.data import pipeline
-from vmd_jax.errors import ConfigError
+from vmd_jax.errors import ConfigError, TrainingError
 from vmd_jax.metrics import MetricWriter, Progress
 from vmd_jax.networks import Denoiser, PosteriorEncoder, VMDModel
 
@@ -35,11 +43,25 @@ class TrainState:
   rng: jax.Array
 
 
+# model.dtype -> the computation dtype; "auto" is bfloat16 on accelerators and float32 on CPU.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """The computation dtype for model.dtype (parameters are always float32)."""
+  if name == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  if name not in DTYPES:
+    raise ConfigError(f"model.dtype={name!r}: choose one of {sorted(DTYPES) + ['auto']}")
+  return DTYPES[name]
+
+
 def build_model(config, vocab_size: int, length: int) -> VMDModel:
   """The model a config describes, for data of the given vocabulary and sequence length."""
   m = config.model
   if length > m.max_length:
     raise ConfigError(f"model.max_length={m.max_length} is shorter than the data's length {length}")
+  dtype = compute_dtype(m.dtype)
   denoiser = Denoiser(
     vocab_size=vocab_size,
     max_length=m.max_length,
@@ -51,6 +73,7 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
     latent_dim=m.latent_dim,
     time_conditioning=m.time_conditioning,
     latent_per_position=m.latent_per_position,
+    dtype=dtype,
   )
   encoder = None
   if m.latent_dim > 0:
@@ -63,6 +86,7 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
       num_heads=m.num_heads,
       mlp_ratio=m.mlp_ratio,
       init_log_std=m.encoder_init_log_std,
+      dtype=dtype,
     )
   return VMDModel(denoiser=denoiser, encoder=encoder)
 
@@ -105,49 +129,104 @@ def init_state(model, tx, config, length: int, mesh) -> TrainState:
 
 
 def make_train_step(model, tx, settings: objectives.ObjectiveSettings, ema_decay: float, mesh):
-  """The jit-compiled step (state, batch) -> (state, metrics), with the batch sharded over 'data'."""
+  """The jit-compiled step (state, batch) -> (state, metrics).
+
+  batch["tokens"] is [accumulation, microbatch, length], sharded over 'data' along the microbatch axis;
+  the gradient is the mean over the microbatches. A step whose loss or gradient norm is not finite
+  leaves the state unchanged and reports metrics["finite"] = False.
+  """
+
+  def grads_and_metrics(params, micro, key, step):
+    def loss(params):
+      return objectives.loss_fn(model, params, micro, key, settings, step)
+
+    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return grads, metrics
 
   def train_step(state: TrainState, batch):
     rng, step_key = jax.random.split(state.rng)
+    accumulation = batch["tokens"].shape[0]
+    if accumulation == 1:
+      only = jax.tree.map(lambda x: x[0], batch)
+      grads, metrics = grads_and_metrics(state.params, only, step_key, state.step)
+    else:
 
-    def loss(params):
-      return objectives.loss_fn(model, params, batch, step_key, settings, state.step)
+      def add_microbatch(grad_sum, inputs):
+        micro, key = inputs
+        grads, metrics = grads_and_metrics(state.params, micro, key, state.step)
+        return jax.tree.map(jnp.add, grad_sum, grads), metrics
 
-    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+      keys = jax.random.split(step_key, accumulation)
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      grad_sum, metrics = jax.lax.scan(add_microbatch, zeros, (batch, keys))
+      grads = jax.tree.map(lambda g: g / accumulation, grad_sum)
+      metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # The decay ramps up as (1 + step) / (10 + step), so that short runs' EMA is not the init.
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["finite"] = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
     new_state = TrainState(
       step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params, rng=rng
     )
+    new_state = jax.tree.map(lambda new, old: jnp.where(metrics["finite"], new, old), new_state, state)
     return new_state, metrics
 
   replicated = NamedSharding(mesh, P())
   return jax.jit(
     train_step,
-    in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+    in_shardings=(replicated, NamedSharding(mesh, P(None, "data"))),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
   )
 
 
-def global_batch(tokens: np.ndarray, step: int, config, mesh) -> dict[str, jax.Array]:
-  """This process's slice of global batch `step`, joined with the other processes' into one array."""
+def accumulation_steps(config, mesh) -> int:
+  """Microbatches per step: the fixed global batch over (devices x train.per_device_batch_size).
+
+  Raises ConfigError when the global batch does not split evenly over devices, processes and
+  microbatches. per_device_batch_size = 0 means global batch / devices (no accumulation).
+  """
+  batch, per_device, n = config.train.batch_size, config.train.per_device_batch_size, mesh.devices.size
+  if batch <= 0 or batch % n or batch % jax.process_count():
+    raise ConfigError(f"train.batch_size={batch} must be a positive multiple of the device count {n}")
+  if per_device == 0:
+    return 1
+  if per_device < 0 or batch % (per_device * n):
+    raise ConfigError(
+      f"train.per_device_batch_size={per_device}: {n} devices x it must divide train.batch_size={batch}"
+    )
+  return batch // (per_device * n)
+
+
+def global_batch(tokens: np.ndarray, step: int, config, mesh, accumulation: int = 1) -> dict[str, jax.Array]:
+  """This process's slice of global batch `step`, joined with the other processes' into one array.
+
+  tokens: [accumulation, batch_size // accumulation, length], sharded over 'data' on axis 1.
+  """
   local = pipeline.process_batch(
     tokens, step, config.train.batch_size, config.data.seed, jax.process_index(), jax.process_count()
   )
-  sharding = NamedSharding(mesh, P("data"))
+  local = local.reshape(accumulation, -1, local.shape[-1])  # [accumulation, local microbatch, length]
+  sharding = NamedSharding(mesh, P(None, "data"))
   return {"tokens": jax.make_array_from_process_local_data(sharding, local)}
 
 
-def check_batch_size(config, mesh) -> None:
-  """The global batch must split evenly over devices and processes."""
-  batch, n = config.train.batch_size, mesh.devices.size
-  if batch <= 0 or batch % n or batch % jax.process_count():
-    raise ConfigError(f"train.batch_size={batch} must be a positive multiple of the device count {n}")
+@contextlib.contextmanager
+def _sigterm_flag():
+  """An Event set by SIGTERM while the block runs (single process, main thread; jax.distributed
+  handles SIGTERM itself when there are several processes)."""
+  flag = threading.Event()
+  if distributed.is_multiprocess() or threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 class Run:
@@ -156,16 +235,15 @@ class Run:
   def __init__(self, config, workdir: str, dataset, mesh=None):
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.mesh = make_mesh() if mesh is None else mesh
-    check_batch_size(config, self.mesh)
+    self.accumulation = accumulation_steps(config, self.mesh)
     self.model = build_model(config, dataset.vocab_size, dataset.length)
     self.tx = make_optimizer(config.train)
     self.settings = objectives.settings_from_config(config.objective)
     self.checkpointer = checkpoints.Checkpointer(workdir, config.train.max_to_keep)
     self.state = init_state(self.model, self.tx, config, dataset.length, self.mesh)
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      self.checkpointer.check_matches(latest, config)
-      self.state, _ = self.checkpointer.restore(latest, checkpoints.abstract_like(self.state))
+    restored = self.checkpointer.restore_latest(checkpoints.abstract_like(self.state), config)
+    if restored is not None:
+      self.state, _ = restored
 
   @property
   def step(self) -> int:
@@ -173,8 +251,10 @@ class Run:
     return int(self.state.step)
 
   def eval_params(self):
-    """EMA parameters when an EMA is kept, else the raw parameters."""
-    return self.state.ema_params if self.config.train.ema_decay > 0 else self.state.params
+    """EMA parameters when an EMA is kept, else the raw parameters (a host copy with several
+    processes, so that evaluation runs on process 0's devices alone)."""
+    params = self.state.ema_params if self.config.train.ema_decay > 0 else self.state.params
+    return jax.device_get(params) if distributed.is_multiprocess() else params
 
   def save(self) -> None:
     """Checkpoint the current state with the data position and the config fingerprint."""
@@ -189,34 +269,71 @@ class Run:
     }
     self.checkpointer.save(self.step, self.state, meta)
 
-  def train(self, until_step: int | None = None) -> None:
-    """Train from the current step to config.train.steps (or until_step), checkpointing on the way."""
+  def train(self, until_step: int | None = None) -> bool:
+    """Train from the current step to config.train.steps (or until_step), checkpointing on the way.
+
+    Returns False when SIGTERM stopped it early (after saving a checkpoint at the step reached), True
+    otherwise. Raises TrainingError, without saving, when a step's loss or gradient is not finite.
+    """
     c = self.config.train
     end = c.steps if until_step is None else min(until_step, c.steps)
     if self.step >= end:
-      return
+      return True
     step_fn = make_train_step(self.model, self.tx, self.settings, c.ema_decay, self.mesh)
     writer = MetricWriter(self.workdir)
     step = self.step  # counted on the host
     progress = Progress(c.steps, step)
-    history = []
-    while step < end:
-      batch = global_batch(self.dataset.train, step, self.config, self.mesh)
-      # One step in flight at most: the host prepares this batch while the previous step runs. Deeper
-      # queues stalled XLA's CPU all-reduce rendezvous on forced host devices (and abort the process).
-      jax.block_until_ready(self.state.step)
-      self.state, metrics = step_fn(self.state, batch)
-      history.append(metrics)
-      step += 1
-      if step % c.log_every == 0 or step == end:
-        means = {k: float(np.mean([jax.device_get(m[k]) for m in history])) for k in history[0]}
-        history = []
-        writer.write(step, means)
-        if jax.process_index() == 0:
-          print(progress.line(step, {k: means[k] for k in ("loss", "kl") if k in means}), flush=True)
-      if step % c.checkpoint_every == 0 or step == end:
-        self.save()
-    writer.close()
+    history, metrics = [], None
+    with _sigterm_flag() as sigterm, contextlib.closing(writer):
+      while step < end:
+        if distributed.stop_requested(step, sigterm.is_set()):
+          self._save_on_preemption()
+          return False
+        batch = global_batch(self.dataset.train, step, self.config, self.mesh, self.accumulation)
+        # One step in flight at most: the host prepares this batch while the previous step runs. Deeper
+        # queues stalled XLA's CPU all-reduce rendezvous on forced host devices (and abort the process).
+        jax.block_until_ready(self.state.step)
+        if metrics is not None:
+          self._check_finite(metrics, step)
+        self.state, metrics = step_fn(self.state, batch)
+        history.append(metrics)
+        step += 1
+        if step % c.log_every == 0 or step == end:
+          self._check_finite(metrics, step)
+          means = {k: float(np.mean([jax.device_get(m[k]) for m in history])) for k in history[0]}
+          means.pop("finite")
+          history = []
+          writer.write(step, means)
+          if jax.process_index() == 0:
+            print(progress.line(step, {k: means[k] for k in ("loss", "kl") if k in means}), flush=True)
+        if step % c.checkpoint_every == 0 or step == end:
+          self._check_finite(metrics, step)
+          self.save()
+    return True
+
+  def _check_finite(self, metrics, step: int) -> None:
+    """Raise TrainingError when the step that ended at `step` had a non-finite loss or gradient."""
+    if bool(jax.device_get(metrics["finite"])):
+      return
+    loss, grad_norm = (float(jax.device_get(metrics[k])) for k in ("loss", "grad_norm"))
+    latest = self.checkpointer.latest_step()
+    kept = f"the last checkpoint (step {latest}) is kept" if latest is not None else "no checkpoint was saved"
+    raise TrainingError(
+      f"step {step}: loss {loss} and gradient norm {grad_norm} are not all finite, so the run stopped "
+      f"before applying it; {kept}. Lower train.learning_rate, or raise train.warmup_steps"
+    )
+
+  def _save_on_preemption(self) -> None:
+    """Checkpoint the step reached (unless just saved) and wait for the write to finish."""
+    if self.checkpointer.latest_step() != self.step:
+      self.save()
+    self.checkpointer.wait()
+    if jax.process_index() == 0:
+      print(
+        f"preempted (SIGTERM) at step {self.step}: checkpoint saved in {self.checkpointer.directory}; "
+        "run the same command again to resume",
+        flush=True,
+      )
 
   def close(self) -> None:
     """Finish pending checkpoint writes."""

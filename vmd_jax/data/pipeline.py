@@ -10,6 +10,7 @@ import functools
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vmd_jax import distributed
 from vmd_jax.data import sequences, synthetic
 from vmd_jax.data.synthetic import Distribution
 from vmd_jax.errors import DataError
@@ -53,30 +54,36 @@ def load(data_config) -> Dataset:
 
   data_config has attributes name, p, num_train, num_test, seed, data_dir (None: the tfds default),
   path, test_fraction and vocab_size; the synthetic sets use the first six, 'sequences' the last three
-  plus seed and data_dir.
+  plus seed and data_dir. With several processes, process 0 prepares and the others then read.
   """
   name = data_config.name
   if name in synthetic.NAMES:
     dist = synthetic.distribution(name, data_config.p)
-    builder = synthetic.prepare(
-      name,
-      data_config.p,
-      data_config.num_train,
-      data_config.num_test,
-      data_config.seed,
-      data_config.data_dir,
+    builder = distributed.once(
+      "prepare_data",
+      lambda: synthetic.prepare(
+        name,
+        data_config.p,
+        data_config.num_train,
+        data_config.num_test,
+        data_config.seed,
+        data_config.data_dir,
+      ),
     )
     vocab_size = dist.vocab_size
   elif name == "sequences":
     if not data_config.path:
       raise DataError("dataset 'sequences' needs data.path, a .npy file of token ids [N, L]")
     dist = None
-    builder, vocab_size = sequences.prepare(
-      data_config.path,
-      data_config.test_fraction,
-      data_config.seed,
-      data_config.vocab_size,
-      data_config.data_dir,
+    builder, vocab_size = distributed.once(
+      "prepare_data",
+      lambda: sequences.prepare(
+        data_config.path,
+        data_config.test_fraction,
+        data_config.seed,
+        data_config.vocab_size,
+        data_config.data_dir,
+      ),
     )
   else:
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")

@@ -1,0 +1,219 @@
+"""What a pod does to a run: preemption (SIGTERM), kills at any moment (SIGKILL), damaged checkpoints,
+a loss that turns non-finite; and gradient accumulation, which lets the same global batch fit any
+device count."""
+
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import REPO, cli_command, load_config, run_cli, shrink
+
+from vmd_jax import objectives, trainer
+from vmd_jax.data import pipeline
+from vmd_jax.errors import TrainingError
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir):
+  config = shrink(load_config("synthetic.py", "d1,vmd"), data_dir, steps=6)
+  config.train.checkpoint_every = 2
+  config.train.max_to_keep = 5
+  return config, pipeline.load(config.data)
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def _assert_same(a, b):
+  for x, y in zip(_leaves(a), _leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_accumulated_microbatches_give_the_full_batch_step(setup, monkeypatch):
+  """With a loss that draws no noise, the mean of 4 microbatch gradients is the full-batch gradient."""
+  config, dataset = setup
+
+  def deterministic_loss(model, params, batch, key, settings, step):
+    x0 = batch["tokens"]
+    t = jnp.full((x0.shape[0],), 0.5)
+    masked = (jnp.arange(x0.shape[1]) % 2 == 0)[None, :] & jnp.ones(x0.shape, bool)
+    z = model.apply(params, x0, masked, method="posterior").mean
+    logits = model.apply(params, jnp.where(masked, model.vocab_size, x0), t, z, method="denoise")
+    loss = objectives.masked_cross_entropy(logits, x0, masked).mean()  # per-sequence mean
+    return loss, {"loss": loss}
+
+  monkeypatch.setattr(objectives, "loss_fn", deterministic_loss)
+  mesh = trainer.make_mesh()
+  results = {}
+  for per_device in (0, 1):  # batch 8 on 2 devices: 1 microbatch of 4 per device, or 4 of 1
+    c = config.copy_and_resolve_references()
+    c.train.per_device_batch_size = per_device
+    accumulation = trainer.accumulation_steps(c, mesh)
+    model = trainer.build_model(c, dataset.vocab_size, dataset.length)
+    tx = trainer.make_optimizer(c.train)
+    state = trainer.init_state(model, tx, c, dataset.length, mesh)
+    step_fn = trainer.make_train_step(model, tx, objectives.settings_from_config(c.objective), 0.9, mesh)
+    for step in range(3):
+      state, metrics = step_fn(state, trainer.global_batch(dataset.train, step, c, mesh, accumulation))
+    results[accumulation] = (jax.device_get(state.params), float(metrics["loss"]))
+  assert sorted(results) == [1, 4]
+  np.testing.assert_allclose(results[1][1], results[4][1], rtol=1e-5)
+  for a, b in zip(_leaves(results[1][0]), _leaves(results[4][0]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_per_device_batch_must_divide_the_global_batch(setup):
+  config, _ = setup
+  c = config.copy_and_resolve_references()
+  c.train.per_device_batch_size = 3
+  with pytest.raises(Exception, match="per_device_batch_size=3"):
+    trainer.accumulation_steps(c, trainer.make_mesh())
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(setup, tmp_path, monkeypatch):
+  config, dataset = setup
+  clean = trainer.Run(config, str(tmp_path / "clean"), dataset)
+  clean.train(until_step=4)
+  clean.close()
+
+  real_loss = objectives.loss_fn
+
+  def loss_turning_nan(model, params, batch, key, settings, step):
+    loss, metrics = real_loss(model, params, batch, key, settings, step)
+    loss = jnp.where(step >= 4, jnp.nan, loss)  # the 5th step diverges
+    return loss, {**metrics, "loss": loss}
+
+  monkeypatch.setattr(objectives, "loss_fn", loss_turning_nan)
+  run = trainer.Run(config, str(tmp_path / "diverged"), dataset)
+  with pytest.raises(TrainingError, match=r"step 5: loss nan .* last checkpoint \(step 4\) is kept"):
+    run.train()
+  run.close()
+  assert run.step == 4  # the non-finite step was not applied
+  monkeypatch.undo()
+  resumed = trainer.Run(config, str(tmp_path / "diverged"), dataset)
+  assert resumed.checkpointer.latest_step() == 4
+  assert all(np.isfinite(x).all() for x in _leaves(resumed.state.params))
+  _assert_same(resumed.state, clean.state)
+  resumed.close()
+
+
+def _damage(step_dir):
+  """Overwrite every file of a checkpoint's state with garbage of the same size."""
+  for root, _, files in os.walk(os.path.join(step_dir, "state")):
+    for name in files:
+      path = os.path.join(root, name)
+      size = os.path.getsize(path)
+      with open(path, "wb") as f:
+        f.write(b"\x13" * max(size, 1))
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(setup, tmp_path, capsys):
+  config, dataset = setup
+  straight = trainer.Run(config, str(tmp_path / "straight"), dataset)
+  straight.train()
+  straight.close()
+
+  workdir = tmp_path / "damaged"
+  first = trainer.Run(config, str(workdir), dataset)
+  first.train(until_step=4)  # checkpoints at steps 2 and 4
+  first.close()
+  _damage(workdir / "checkpoints" / "4")
+  capsys.readouterr()
+  second = trainer.Run(config, str(workdir), dataset)
+  err = capsys.readouterr().err
+  assert "checkpoint at step 4 is unreadable" in err and "falling back" in err
+  assert second.step == 2
+  assert (workdir / "checkpoints_unreadable" / "4").is_dir()  # moved aside, not deleted
+  second.train()
+  second.close()
+  _assert_same(second.state, straight.state)
+
+
+def _final_state(workdir):
+  """(step, train state) of a workdir's newest checkpoint, as saved (no config needed)."""
+  step = _newest_step(workdir)
+  return step, ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+KILL_RUN = (
+  "configs/synthetic.py:d1,vmd",
+  "--config.train.steps=150",
+  "--config.train.checkpoint_every=10",
+  "--config.eval.nfes=(1,)",
+  "--config.eval.iwae_k=0",
+)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return _final_state(workdir)
+
+
+def _start(workdir, data_dir):
+  args, env = cli_command(workdir, *KILL_RUN, data_dir=data_dir)
+  return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _newest_step(workdir) -> int:
+  directory = os.path.join(workdir, "checkpoints")
+  steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
+  return max(steps, default=-1)
+
+
+def _wait_for_new_checkpoint(proc, workdir, timeout=120):
+  """Wait until the run has written a checkpoint newer than those there now (or has ended)."""
+  before = _newest_step(workdir)
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None and _newest_step(workdir) <= before:
+    time.sleep(0.05)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, uninterrupted):
+  workdir = str(tmp_path)
+  proc = _start(workdir, data_dir)
+  _wait_for_new_checkpoint(proc, workdir)
+  time.sleep(0.3)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert "preempted (SIGTERM) at step" in out
+  stopped_at = int(out.split("preempted (SIGTERM) at step ")[1].split(":")[0])
+  assert 0 < stopped_at < 150
+  assert _final_state(workdir)[0] == stopped_at  # saved where it stopped, not at the last periodic save
+  assert not os.path.exists(os.path.join(workdir, "results.json"))  # evaluation waits for the resume
+  proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  step, state = _final_state(workdir)
+  assert step == 150
+  _assert_same(state, uninterrupted[1])
+
+
+def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
+  tmp_path, data_dir, uninterrupted
+):
+  workdir = str(tmp_path)
+  rng = np.random.default_rng(0)
+  for kill in range(3):
+    proc = _start(workdir, data_dir)
+    if kill == 0:
+      time.sleep(rng.uniform(1.0, 4.0))  # during start-up or compilation
+    else:
+      _wait_for_new_checkpoint(proc, workdir)  # during training, possibly mid-save
+      time.sleep(rng.uniform(0.0, 0.5))
+    proc.kill()
+    proc.communicate(timeout=60)
+  proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  step, state = _final_state(workdir)
+  assert step == 150
+  _assert_same(state, uninterrupted[1])

@@ -63,3 +63,28 @@ def test_posterior_depends_on_tokens_and_mask():
   assert all_masked.mean.shape == (2, 8) and all_masked.log_std.shape == (2, 8)
   assert not np.allclose(all_masked.mean, some_masked.mean)
   assert not np.allclose(all_masked.mean[0], all_masked.mean[1])
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs_close_to_float32():
+  """Mixed precision: the same float32 parameters, bf16 matmuls, float32 logits and posterior."""
+  model, params = _init(latent_dim=8)
+  denoiser = model.denoiser.clone(dtype=jnp.bfloat16)
+  encoder = model.encoder.clone(dtype=jnp.bfloat16)
+  mixed = networks.VMDModel(denoiser, encoder)
+  mixed_params = mixed.init(
+    jax.random.PRNGKey(0), jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,))
+  )
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(mixed_params))
+  trained = jax.tree.map(lambda x: x + 0.05 * jnp.sign(jnp.sin(jnp.arange(x.size))).reshape(x.shape), params)
+  x_t, t = _inputs()
+  z = jax.random.normal(jax.random.PRNGKey(3), (4, 8))
+  full = model.apply(trained, x_t, t, z, method="denoise")
+  half = mixed.apply(trained, x_t, t, z, method="denoise")
+  assert half.dtype == jnp.float32
+  assert not np.array_equal(full, half)  # the computation did run in bfloat16
+  np.testing.assert_allclose(half, full, atol=0.1)
+  masked = x_t == V
+  q_full = model.apply(trained, jnp.minimum(x_t, V - 1), masked, method="posterior")
+  q_half = mixed.apply(trained, jnp.minimum(x_t, V - 1), masked, method="posterior")
+  assert q_half.mean.dtype == jnp.float32
+  np.testing.assert_allclose(q_half.mean, q_full.mean, atol=0.1)

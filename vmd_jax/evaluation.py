@@ -41,10 +41,10 @@ def check_nfes(nfes, length: int) -> None:
     raise ConfigError(f"eval.nfes {tuple(nfes)}: each must be in 1..{length} (the sequence length)")
 
 
-def generate(model, params, config, nfe: int, num: int, length: int, key) -> np.ndarray:
-  """num unconditional samples with an nfe-step sampler: int32 [num, length]."""
+def sampler(model, config, nfe: int):
+  """The jitted nfe-step sampler (params, key, x_init) -> SampleResult that config.eval describes."""
   e = config.eval
-  sample = samplers.make_sampler(
+  return samplers.make_sampler(
     denoise_fn(model),
     nfe=nfe,
     mask_id=model.vocab_size,
@@ -56,6 +56,12 @@ def generate(model, params, config, nfe: int, num: int, length: int, key) -> np.
     latent_dim=model.latent_dim,
     z_policy=e.z_policy,
   )
+
+
+def generate(model, params, config, nfe: int, num: int, length: int, key) -> np.ndarray:
+  """num unconditional samples with an nfe-step sampler: int32 [num, length]."""
+  e = config.eval
+  sample = sampler(model, config, nfe)
   out = []
   for start in range(0, num, e.batch_size):
     rows = min(e.batch_size, num - start)

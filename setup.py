@@ -26,7 +26,7 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "ruff>=0.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "cuda": ["jax[cuda12]>=0.6.0,<0.11"],
         "tpu": ["jax[tpu]>=0.6.0,<0.11"],
     },

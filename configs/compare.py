@@ -24,6 +24,7 @@ def get_config(arg: str = "pair+d1+d2"):
   synthetic = _synthetic()
   config = ml_collections.ConfigDict()
   config.task = "compare"
+  config.jax_distributed = False  # as in every config: join the other processes of a multi-process job
   config.runs = ml_collections.ConfigDict()
   for dataset in arg.split("+"):
     for method in ("mdm", "vmd"):

@@ -17,7 +17,7 @@ SYNTHETIC = ["pair", "pair_nonuniform", "pair_corr", "d1", "d2"]
 
 def test_every_config_file_is_covered():
   files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*.py")))
-  assert files == ["compare.py", "sequences.py", "synthetic.py"]
+  assert files == ["benchmark.py", "compare.py", "sequences.py", "synthetic.py"]
 
 
 def _one_step(config):
@@ -45,6 +45,17 @@ def test_sequences_config_takes_a_step(method, data_dir, tmp_path):
   config.data.path = str(path)
   dataset, _ = _one_step(config)
   assert dataset.vocab_size == 7 and dataset.length == 12
+
+
+@pytest.mark.parametrize("size", ["cpu", "gpu"])
+def test_benchmark_config_validates_for_both_methods(size):
+  from vmd_jax.defaults import apply_method
+
+  for method in ("mdm", "vmd"):
+    config = apply_method(load_config("benchmark.py", size), method)
+    validate(config)
+    model = trainer.build_model(config, config.data.vocab_size, config.model.max_length)
+    assert model.denoiser.width == config.model.width and (model.encoder is None) == (method == "mdm")
 
 
 def test_compare_config_holds_valid_synthetic_runs():

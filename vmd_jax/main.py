@@ -111,6 +111,7 @@ def run_compare(config, workdir: str) -> None:
   """Train and evaluate every run of a compare config, then print the comparison and draw it."""
   for sub in config.runs.values():
     validate(sub)
+  distributed.initialize(config)
   results, one_step = {}, {}
   for name, sub in config.runs.items():
     if jax.process_index() == 0:

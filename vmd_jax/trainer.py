@@ -252,7 +252,7 @@ class Run:
 
   def eval_params(self):
     """EMA parameters when an EMA is kept, else the raw parameters (a host copy with several
-    processes, so that evaluation runs on process 0's devices alone)."""
+    processes, so that each process evaluates on its own devices without collectives)."""
     params = self.state.ema_params if self.config.train.ema_decay > 0 else self.state.params
     return jax.device_get(params) if distributed.is_multiprocess() else params
 
@@ -298,16 +298,17 @@ class Run:
         self.state, metrics = step_fn(self.state, batch)
         history.append(metrics)
         step += 1
-        if step % c.log_every == 0 or step == end:
+        log, save = step % c.log_every == 0 or step == end, step % c.checkpoint_every == 0 or step == end
+        if log or save:  # the checks above see this step only at the next one
           self._check_finite(metrics, step)
+        if log:
           means = {k: float(np.mean([jax.device_get(m[k]) for m in history])) for k in history[0]}
           means.pop("finite")
           history = []
           writer.write(step, means)
           if jax.process_index() == 0:
             print(progress.line(step, {k: means[k] for k in ("loss", "kl") if k in means}), flush=True)
-        if step % c.checkpoint_every == 0 or step == end:
-          self._check_finite(metrics, step)
+        if save:
           self.save()
     return True
 

@@ -112,7 +112,8 @@ def train_steps(config, dataset, mesh, num_steps: int):
   step_fn = trainer.make_train_step(model, tx, settings, config.train.ema_decay, mesh)
   losses = []
   for step in range(num_steps):
-    state, metrics = step_fn(state, trainer.global_batch(dataset.train, step, config, mesh))
+    batch = trainer.global_batch(dataset.train, step, config, mesh, given=dataset.train_given)
+    state, metrics = step_fn(state, batch)
     losses.append(float(metrics["loss"]))
   return jax.device_get(state), losses
 

@@ -11,13 +11,14 @@ from conftest import CONFIGS, load_config, shrink, train_steps
 from vmd_jax import trainer
 from vmd_jax.data import pipeline
 from vmd_jax.defaults import METHODS, validate
+from vmd_jax.errors import ConfigError
 
 SYNTHETIC = ["pair", "pair_nonuniform", "pair_corr", "d1", "d2"]
 
 
 def test_every_config_file_is_covered():
   files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*.py")))
-  assert files == ["benchmark.py", "compare.py", "sequences.py", "synthetic.py"]
+  assert files == ["benchmark.py", "compare.py", "sequences.py", "sudoku.py", "synthetic.py"]
 
 
 def _one_step(config):
@@ -30,6 +31,17 @@ def _one_step(config):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("dataset", SYNTHETIC)
+def test_synthetic_config_validates_and_loads(dataset, method, data_dir):
+  config = shrink(load_config("synthetic.py", f"{dataset},{method}"), data_dir)
+  validate(config)
+  assert pipeline.load(config.data).length == config.model.max_length
+
+
+# A step for every method on D1, and for the other lengths and options with VMD: the step's code is the
+# same for a method whatever the set, and each compile costs seconds.
+@pytest.mark.parametrize(
+  "dataset,method", [("d1", "mdm"), ("d1", "vmd"), ("d1", "global"), ("pair_corr", "vmd"), ("d2", "vmd")]
+)
 def test_synthetic_config_takes_a_step(dataset, method, data_dir):
   config = shrink(load_config("synthetic.py", f"{dataset},{method}"), data_dir)
   dataset, state = _one_step(config)
@@ -45,6 +57,34 @@ def test_sequences_config_takes_a_step(method, data_dir, tmp_path):
   config.data.path = str(path)
   dataset, _ = _one_step(config)
   assert dataset.vocab_size == 7 and dataset.length == 12
+
+
+@pytest.mark.parametrize("method", ["mdm", "vmd"])  # global differs from vmd in the loss only
+def test_sudoku_config_takes_a_step(method, data_dir):
+  config = shrink(load_config("sudoku.py", method), data_dir)
+  config.data.num_train, config.data.base_train, config.data.num_test = 40, 8, 4
+  dataset, _ = _one_step(config)
+  assert dataset.vocab_size == 9 and dataset.length == 81 and dataset.train_given.shape == (40, 81)
+
+
+def _denoiser_parameters(config) -> int:
+  model = trainer.build_model(config, 9, 81)
+  x0 = jax.numpy.zeros((1, 81), jax.numpy.int32)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x0, x0 == 0, jax.numpy.ones((1,)))
+  return sum(leaf.size for leaf in jax.tree.leaves(params["params"]["denoiser"]))
+
+
+def test_sudoku_sizes_and_compare():
+  for method in ("mdm", "vmd"):
+    for size in ("cpu", "gpu"):
+      validate(load_config("sudoku.py", f"{method},{size}"))
+  assert 5.5e6 < _denoiser_parameters(load_config("sudoku.py", "mdm,gpu")) < 7e6  # the paper's ~6M
+  compare = load_config("sudoku.py", "compare")
+  assert sorted(compare.runs) == ["mdm", "vmd"]
+  assert compare.runs.vmd.model.to_dict() == {**compare.runs.mdm.model.to_dict(), "latent_dim": 16}
+  for bad in ("vmd,tpu", "sudoku", "vmd,cpu,x"):
+    with pytest.raises(ConfigError, match="sudoku config arg"):
+      load_config("sudoku.py", bad)
 
 
 @pytest.mark.parametrize("size", ["cpu", "gpu"])

@@ -16,20 +16,24 @@ def base_config() -> ml_collections.ConfigDict:
   """A complete config with library defaults; experiments override parts of it."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and the train rng
-  c.task = "synthetic"  # evaluation suite: synthetic | sequences
+  c.task = "synthetic"  # evaluation suite: synthetic | sequences | sudoku
   # call jax.distributed.initialize(): TPU pods, SLURM and Open MPI are detected; elsewhere set
   # VMD_COORDINATOR_ADDRESS, VMD_NUM_PROCESSES and VMD_PROCESS_ID (see vmd_jax/distributed.py)
   c.jax_distributed = False
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "d1"  # pair | pair_nonuniform | pair_corr | d1 | d2 | sequences
+  c.data.name = "d1"  # pair | pair_nonuniform | pair_corr | d1 | d2 | sequences | sudoku | sudoku_file
   c.data.p = ml_collections.FieldReference(None, field_type=float)  # pair_corr strength in [0, 1]
   c.data.num_train = 100_000
   c.data.num_test = 10_000
   c.data.seed = 0  # data generation, split and batch order
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds dir; None: tfds default
-  c.data.path = ml_collections.FieldReference(None, field_type=str)  # .npy file for name=sequences
-  c.data.test_fraction = 0.05  # held-out share for name=sequences
+  # name=sequences: a .npy file of token ids; name=sudoku_file: a Shah-format or 'puzzle,solution' CSV file
+  c.data.path = ml_collections.FieldReference(None, field_type=str)
+  c.data.test_fraction = 0.05  # held-out share for name=sequences and sudoku_file
+  c.data.clues = 30  # sudoku: clues left in each generated puzzle (17..80)
+  c.data.difficulty = "singles"  # sudoku: singles (solvable by singles) | beyond_singles | any
+  c.data.base_train = 10_000  # sudoku: distinct base puzzles behind the train split's symmetry copies
   c.data.vocab_size = ml_collections.FieldReference(None, field_type=int)  # None: max token + 1
 
   c.model = ml_collections.ConfigDict()
@@ -78,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_samples = 20_000  # samples per NFE for accuracy and KL
   c.eval.batch_size = 5_000
   c.eval.order = "random"  # random | top_prob | margin
+  c.eval.decoders = ("margin", "top_prob")  # sudoku: the orders tabulated (the first one is drawn)
   c.eval.token_rule = "auto"  # auto (argmax with a latent, sample without) | argmax | sample
   c.eval.temperature = 1.0
   c.eval.gumbel_scale = 0.0
@@ -152,6 +157,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     f"eval.z_policy={e.z_policy!r}: choose one of {sorted(samplers.Z_POLICIES)}",
   )
   _require(len(e.nfes) > 0, "eval.nfes is empty")
+  bad_decoders = [d for d in e.decoders if d not in samplers.ORDERS]
+  _require(
+    len(e.decoders) > 0 and not bad_decoders,
+    f"eval.decoders={tuple(e.decoders)}: each must be one of {sorted(samplers.ORDERS)}",
+  )
   for name in ("num_samples", "batch_size", "bound_examples", "bound_draws"):
     _require(e[name] > 0, f"eval.{name}={e[name]}: must be positive")
   _require(e.iwae_k >= 0 and e.kl_smoothing > 0, "eval.iwae_k must be >= 0 and eval.kl_smoothing > 0")

@@ -41,15 +41,16 @@ def check_nfes(nfes, length: int) -> None:
     raise ConfigError(f"eval.nfes {tuple(nfes)}: each must be in 1..{length} (the sequence length)")
 
 
-def sampler(model, config, nfe: int):
-  """The jitted nfe-step sampler (params, key, x_init) -> SampleResult that config.eval describes."""
+def sampler(model, config, nfe: int, order: str | None = None):
+  """The jitted nfe-step sampler (params, key, x_init) -> SampleResult that config.eval describes
+  (with its order replaced by `order` when given)."""
   e = config.eval
   return samplers.make_sampler(
     denoise_fn(model),
     nfe=nfe,
     mask_id=model.vocab_size,
     schedule=get_schedule(config.objective.schedule, config.objective.eps),
-    order=e.order,
+    order=e.order if order is None else order,
     token_rule=token_rule(e, model),
     temperature=e.temperature,
     gumbel_scale=e.gumbel_scale,
@@ -232,7 +233,102 @@ def _common(run, key) -> dict[str, Any]:
   return results
 
 
-EVALUATORS = {"synthetic": evaluate_synthetic, "sequences": evaluate_sequences}
+def solve_puzzles(model, params, config, nfe: int, order: str, tokens, given, key) -> samplers.SampleResult:
+  """Complete puzzles (solutions tokens [N, L] with the clue cells given [N, L]) with the nfe-step
+  sampler of `order`; the non-clue cells start masked. Returns host arrays [N, L]."""
+  sample = sampler(model, config, nfe, order)
+  parts = []
+  for start in range(0, len(tokens), config.eval.batch_size):
+    stop = start + config.eval.batch_size
+    x_init = np.where(given[start:stop], tokens[start:stop], model.vocab_size).astype(np.int32)
+    parts.append(jax.device_get(sample(params, jax.random.fold_in(key, start), jnp.asarray(x_init))))
+  return samplers.SampleResult(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+
+
+def plot_sudoku(puzzles, grids, reveal_step, nfe: int, title: str, path: str) -> None:
+  """A row of solved grids (digits [n, 81], 0 = blank in puzzles) with each filled cell coloured by the
+  sampler step that revealed it; clues are white, wrong digits are red."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from vmd_jax.data import sudoku
+
+  cmap = plt.get_cmap("viridis", nfe)
+  fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+  for ax, puzzle, grid, steps in zip(axes[0], puzzles, grids, reveal_step, strict=True):
+    colours = np.ones((9, 9, 4))
+    filled = puzzle == 0
+    colours.reshape(81, 4)[filled] = cmap(steps[filled] / max(nfe - 1, 1))
+    ax.imshow(colours, alpha=0.55)
+    solved = bool(sudoku.is_valid_solution(grid, puzzle))
+    for cell in range(81):
+      r, c = divmod(cell, 9)
+      wrong = filled[cell] and not _digit_consistent(grid, cell)
+      colour, weight = ("red" if wrong else "black"), ("normal" if filled[cell] else "bold")
+      ax.text(c, r, str(grid[cell]), ha="center", va="center", fontsize=9, color=colour, weight=weight)
+    for k in range(10):
+      width = 2.0 if k % 3 == 0 else 0.5
+      ax.axhline(k - 0.5, color="black", lw=width)
+      ax.axvline(k - 0.5, color="black", lw=width)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("solved" if solved else "not solved", fontsize=10)
+  fig.suptitle(f"{title}: colour = step that revealed the cell (0..{nfe - 1}); bold = clue")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _digit_consistent(grid, cell: int) -> bool:
+  """Whether grid[cell]'s digit appears nowhere else in its row, column or box."""
+  r, c = divmod(cell, 9)
+  g = np.asarray(grid).reshape(9, 9)
+  box = g[3 * (r // 3) : 3 * (r // 3) + 3, 3 * (c // 3) : 3 * (c // 3) + 3]
+  digit = g[r, c]
+  return (g[r] == digit).sum() == 1 and (g[:, c] == digit).sum() == 1 and (box == digit).sum() == 1
+
+
+def evaluate_sudoku(run, key) -> tuple[dict[str, Any], None]:
+  """Share of held-out puzzles solved (every unit a permutation, clues kept) for each decoder order in
+  config.eval.decoders and NFE in config.eval.nfes, on the first eval.num_samples test puzzles.
+
+  Writes workdir/sudoku_solved.npz (per-puzzle booleans, for paired comparisons between methods) and
+  workdir/sudoku_grids.png (a few grids of the first decoder at the smallest NFE).
+  """
+  from vmd_jax.data import sudoku
+
+  config, model, dataset = run.config, run.model, run.dataset
+  params = run.eval_params()
+  n = min(config.eval.num_samples, len(dataset.test))
+  tokens, given = dataset.test[:n], dataset.test_given[:n]
+  puzzles = np.where(given, tokens + 1, 0)  # digits, 0 = blank
+  results, solved_by_key = {"n_test": int(n), "steps": run.step}, {}
+  for order in config.eval.decoders:
+    for nfe in config.eval.nfes:
+      out = solve_puzzles(model, params, config, nfe, order, tokens, given, jax.random.fold_in(key, nfe))
+      solved = sudoku.is_valid_solution(out.tokens + 1, puzzles)  # [n]
+      name = f"acc@{order}@nfe{nfe}"
+      solved_by_key[name] = solved
+      results[name] = 100.0 * float(solved.mean())
+      results[name + "_se"] = 100.0 * float(solved.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+      if jax.process_index() == 0 and order == config.eval.decoders[0] and nfe == min(config.eval.nfes):
+        shown = slice(0, min(4, n))
+        plot_sudoku(
+          puzzles[shown],
+          out.tokens[shown] + 1,
+          out.reveal_step[shown],
+          nfe,
+          f"{config.objective.name}, {order}, NFE = {nfe}",
+          os.path.join(run.workdir, "sudoku_grids.png"),
+        )
+  if jax.process_index() == 0:
+    np.savez(os.path.join(run.workdir, "sudoku_solved.npz"), **solved_by_key)
+  return results, None
+
+
+EVALUATORS = {"synthetic": evaluate_synthetic, "sequences": evaluate_sequences, "sudoku": evaluate_sudoku}
 
 
 def evaluate(run) -> tuple[dict[str, Any], np.ndarray | None]:

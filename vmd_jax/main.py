@@ -1,9 +1,11 @@
 """Command line: `python -m vmd_jax.main --config=configs/<file>.py[:<arg>] --workdir=DIR [--mode=...]`.
 
 train (default): train to config.train.steps (resuming from DIR's checkpoint if any), evaluate, and
-  write DIR/results.json; eval: evaluate the latest checkpoint; sample: write samples at each eval NFE.
-The config configs/compare.py (the default) trains and evaluates each of its runs in DIR/<run> and
-prints the VMD against MDM comparison. Problems with the input (config values, data files,
+  write DIR/results.json; eval: evaluate the latest checkpoint; sample: write samples at each eval NFE;
+  prepare: only generate (or convert) the dataset, so that runs started side by side find it ready.
+A compare config (configs/compare.py, the default, or configs/sudoku.py:compare) trains and evaluates
+each of its runs in DIR/<run> (or, with --mode=eval, evaluates their checkpoints) and prints the VMD
+against MDM comparison. Problems with the input (config values, data files,
 checkpoints) are reported as one line on stderr with exit status 2, before anything is written; so is
 a non-finite loss, which stops training with the last good checkpoint kept. SIGTERM (a preemption)
 saves a checkpoint and exits with status 0; the same command resumes.
@@ -36,7 +38,7 @@ DEFAULT_CONFIG = os.path.join(
 
 config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file[:arg].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results and pictures.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do with the config.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "prepare"], "What to do with the config.")
 FLAGS = flags.FLAGS
 
 
@@ -72,9 +74,19 @@ def evaluate_and_save(run: Run, extra=None):
   return results, one_step
 
 
+def _prepare(config) -> None:
+  validate(config)
+  distributed.initialize(config)
+  dataset = pipeline.load(config.data)
+  if jax.process_index() == 0:
+    print(f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}", flush=True)
+
+
 def run_single(config, workdir: str, mode: str):
   """Train, evaluate or sample one config in workdir; returns (results, one-step samples), or None when
-  sampling or when a preemption stopped training."""
+  sampling, preparing, or when a preemption stopped training."""
+  if mode == "prepare":
+    return _prepare(config)
   run = _load(config, workdir)
   try:
     if mode != "train" and run.checkpointer.latest_step() is None:
@@ -90,6 +102,8 @@ def run_single(config, workdir: str, mode: str):
     results, one_step = evaluate_and_save(run, extra)
     if jax.process_index() == 0:
       print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+      if config.task == "sudoku":
+        print(report.sudoku_table({config.objective.name: results}), flush=True)
     return results, one_step
   finally:
     run.close()
@@ -107,20 +121,28 @@ def _sample(run: Run) -> None:
       print(f"NFE {nfe}: {len(samples)} samples -> {path}; first: {samples[:3].tolist()}", flush=True)
 
 
-def run_compare(config, workdir: str) -> None:
-  """Train and evaluate every run of a compare config, then print the comparison and draw it."""
+def run_compare(config, workdir: str, mode: str = "train") -> None:
+  """Train (mode 'train') or only evaluate (mode 'eval') every run of a compare config, then print the
+  comparison and draw it; mode 'prepare' only prepares every run's dataset."""
   for sub in config.runs.values():
     validate(sub)
   distributed.initialize(config)
+  if mode == "prepare":
+    for sub in config.runs.values():
+      _prepare(sub)
+    return
   results, one_step = {}, {}
   for name, sub in config.runs.items():
     if jax.process_index() == 0:
       print(f"=== {name} ===", flush=True)
-    outcome = run_single(sub, os.path.join(workdir, name), "train")
+    outcome = run_single(sub, os.path.join(workdir, name), mode)
     if outcome is None:  # preempted: the same command resumes this run and does the rest
       return
     results[name], one_step[name] = outcome
   _write_json(os.path.join(workdir, "comparison.json"), results)
+  if jax.process_index() == 0 and all(sub.task == "sudoku" for sub in config.runs.values()):
+    print(report.main([workdir]), flush=True)
+    return
   if jax.process_index() == 0:
     print(report.comparison_table(results), flush=True)
     for dataset in sorted({r["dataset"] for r in results.values()}):
@@ -145,9 +167,11 @@ def main(argv):
     tfds.display_progress_bar(False)
   config = FLAGS.config
   if config.get("task") == "compare":
-    if FLAGS.mode != "train":
-      raise app.UsageError("configs/compare.py supports --mode=train only; evaluate its runs one by one")
-    run_compare(config, FLAGS.workdir)
+    if FLAGS.mode == "sample":
+      raise app.UsageError(
+        "a compare config supports --mode=train, eval and prepare; sample its runs one by one"
+      )
+    run_compare(config, FLAGS.workdir, FLAGS.mode)
   else:
     run_single(config, FLAGS.workdir, FLAGS.mode)
 

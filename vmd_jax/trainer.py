@@ -131,7 +131,8 @@ def init_state(model, tx, config, length: int, mesh) -> TrainState:
 def make_train_step(model, tx, settings: objectives.ObjectiveSettings, ema_decay: float, mesh):
   """The jit-compiled step (state, batch) -> (state, metrics).
 
-  batch["tokens"] is [accumulation, microbatch, length], sharded over 'data' along the microbatch axis;
+  batch["tokens"] (and batch["given"], if any) is [accumulation, microbatch, length], sharded over 'data'
+  along the microbatch axis;
   the gradient is the mean over the microbatches. A step whose loss or gradient norm is not finite
   leaves the state unchanged and reports metrics["finite"] = False.
   """
@@ -201,17 +202,24 @@ def accumulation_steps(config, mesh) -> int:
   return batch // (per_device * n)
 
 
-def global_batch(tokens: np.ndarray, step: int, config, mesh, accumulation: int = 1) -> dict[str, jax.Array]:
+def global_batch(
+  tokens: np.ndarray, step: int, config, mesh, accumulation: int = 1, given: np.ndarray | None = None
+) -> dict[str, jax.Array]:
   """This process's slice of global batch `step`, joined with the other processes' into one array.
 
-  tokens: [accumulation, batch_size // accumulation, length], sharded over 'data' on axis 1.
+  tokens: [accumulation, batch_size // accumulation, length], sharded over 'data' on axis 1; with
+  `given` (clue cells [N, length] bool, rows matching tokens) the batch also holds the same rows of it.
   """
-  local = pipeline.process_batch(
-    tokens, step, config.train.batch_size, config.data.seed, jax.process_index(), jax.process_count()
-  )
-  local = local.reshape(accumulation, -1, local.shape[-1])  # [accumulation, local microbatch, length]
+  arrays = {"tokens": tokens} if given is None else {"tokens": tokens, "given": given}
   sharding = NamedSharding(mesh, P(None, "data"))
-  return {"tokens": jax.make_array_from_process_local_data(sharding, local)}
+  batch = {}
+  for name, array in arrays.items():
+    local = pipeline.process_batch(
+      array, step, config.train.batch_size, config.data.seed, jax.process_index(), jax.process_count()
+    )
+    local = local.reshape(accumulation, -1, local.shape[-1])  # [accumulation, local microbatch, length]
+    batch[name] = jax.make_array_from_process_local_data(sharding, local)
+  return batch
 
 
 @contextlib.contextmanager
@@ -289,7 +297,9 @@ class Run:
         if distributed.stop_requested(step, sigterm.is_set()):
           self._save_on_preemption()
           return False
-        batch = global_batch(self.dataset.train, step, self.config, self.mesh, self.accumulation)
+        batch = global_batch(
+          self.dataset.train, step, self.config, self.mesh, self.accumulation, self.dataset.train_given
+        )
         # One step in flight at most: the host prepares this batch while the previous step runs. Deeper
         # queues stalled XLA's CPU all-reduce rendezvous on forced host devices (and abort the process).
         jax.block_until_ready(self.state.step)

@@ -11,11 +11,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vmd_jax import distributed
-from vmd_jax.data import sequences, synthetic
+from vmd_jax.data import sequences, sudoku, synthetic
 from vmd_jax.data.synthetic import Distribution
 from vmd_jax.errors import DataError
 
-NAMES = synthetic.NAMES + ("sequences",)
+NAMES = synthetic.NAMES + ("sequences", "sudoku", "sudoku_file")
 
 # Examples decoded per data-source call: few calls, yet a bounded list of decoded dicts at a time.
 _READ_CHUNK = 65536
@@ -30,6 +30,8 @@ class Dataset:
   test: np.ndarray  # [num_test, length] int32
   vocab_size: int  # token ids are in [0, vocab_size); the mask id is vocab_size
   distribution: Distribution | None  # the exact distribution of a synthetic set; None for user data
+  train_given: np.ndarray | None = None  # [num_train, length] bool: clues, never masked (Sudoku)
+  test_given: np.ndarray | None = None  # [num_test, length] bool
 
   @property
   def length(self) -> int:
@@ -37,16 +39,19 @@ class Dataset:
     return self.train.shape[1]
 
 
-def _read_split(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
-  """All examples of a prepared split as tokens [N, L] int32."""
+def _read_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
+  """Every feature of a prepared split as an array [N, L]: tokens (int32) and, if present, given."""
   source = builder.as_data_source(split=split)
-  length = builder.info.features["tokens"].shape[0]
-  tokens = np.empty((len(source), length), dtype=np.int32)  # [N, L]
+  features = builder.info.features
+  arrays = {
+    name: np.empty((len(source),) + features[name].shape, dtype=features[name].np_dtype) for name in features
+  }
   for start in range(0, len(source), _READ_CHUNK):
     stop = min(start + _READ_CHUNK, len(source))
     examples = source.__getitems__(list(range(start, stop)))
-    tokens[start:stop] = np.stack([example["tokens"] for example in examples])
-  return tokens
+    for name, array in arrays.items():
+      array[start:stop] = np.stack([example[name] for example in examples])
+  return arrays
 
 
 def load(data_config) -> Dataset:
@@ -54,7 +59,8 @@ def load(data_config) -> Dataset:
 
   data_config has attributes name, p, num_train, num_test, seed, data_dir (None: the tfds default),
   path, test_fraction and vocab_size; the synthetic sets use the first six, 'sequences' the last three
-  plus seed and data_dir. With several processes, process 0 prepares and the others then read.
+  plus seed and data_dir; 'sudoku' and 'sudoku_file' are described in vmd_jax/data/sudoku.py. With
+  several processes, process 0 prepares and the others then read.
   """
   name = data_config.name
   if name in synthetic.NAMES:
@@ -85,14 +91,20 @@ def load(data_config) -> Dataset:
         data_config.data_dir,
       ),
     )
+  elif name in ("sudoku", "sudoku_file"):
+    dist, vocab_size = None, sudoku.VOCAB_SIZE
+    builder = distributed.once("prepare_data", lambda: sudoku.prepare(data_config))
   else:
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
+  train, test = _read_split(builder, "train"), _read_split(builder, "test")
   return Dataset(
     name=name,
-    train=_read_split(builder, "train"),
-    test=_read_split(builder, "test"),
+    train=train["tokens"],
+    test=test["tokens"],
     vocab_size=vocab_size,
     distribution=dist,
+    train_given=train.get("given"),
+    test_given=test.get("given"),
   )
 
 

@@ -63,7 +63,7 @@ def read_npy(path: str, vocab_size: int | None = None) -> tuple[np.ndarray, int]
   return tokens.astype(np.int32), vocab_size
 
 
-def _content_hash(path: str) -> str:
+def content_hash(path: str) -> str:
   """First 12 hex digits of the file's sha256."""
   digest = hashlib.sha256()
   with open(path, "rb") as f:
@@ -72,7 +72,7 @@ def _content_hash(path: str) -> str:
   return digest.hexdigest()[:12]
 
 
-def _split_sizes(num: int, test_fraction: float) -> tuple[int, int]:
+def split_sizes(num: int, test_fraction: float) -> tuple[int, int]:
   """(num_train, num_test): test is ceil(test_fraction * num), kept within [1, num - 1]."""
   # Rounding first keeps e.g. 0.1 * 30 = 3.0000000000000004 from becoming 4.
   num_test = min(max(1, math.ceil(round(test_fraction * num, 9))), num - 1)
@@ -104,7 +104,7 @@ class NpySequences(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # nothing to download
     cfg = self.builder_config
     tokens, _ = read_npy(cfg.path, cfg.vocab_size)
-    num_train, _ = _split_sizes(len(tokens), cfg.test_fraction)
+    num_train, _ = split_sizes(len(tokens), cfg.test_fraction)
     order = np.random.default_rng(cfg.seed).permutation(len(tokens))  # [N]
     return {
       "train": self._generate_examples(tokens=tokens, rows=order[:num_train]),
@@ -126,7 +126,7 @@ def prepare(
     raise ConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction!r}")
   seed = config_int("seed", seed, minimum=0)
   config = NpyConfig(
-    name=f"h{_content_hash(path)}_t{float(test_fraction)}_s{seed}",
+    name=f"h{content_hash(path)}_t{float(test_fraction)}_s{seed}",
     path=os.path.abspath(path),
     test_fraction=float(test_fraction),
     seed=seed,

@@ -85,6 +85,10 @@ def test_sudoku_sizes_and_compare():
   for bad in ("vmd,tpu", "sudoku", "vmd,cpu,x"):
     with pytest.raises(ConfigError, match="sudoku config arg"):
       load_config("sudoku.py", bad)
+  mismatched = load_config("sudoku.py", "vmd")
+  mismatched.data.name = "d1"
+  with pytest.raises(ConfigError, match="the sudoku task goes with"):
+    validate(mismatched)
 
 
 @pytest.mark.parametrize("size", ["cpu", "gpu"])

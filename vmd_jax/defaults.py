@@ -169,3 +169,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config.task in evaluation.EVALUATORS,
     f"task={config.task!r}: choose one of {sorted(evaluation.EVALUATORS)}",
   )
+  puzzles = config.data.name in ("sudoku", "sudoku_file")
+  _require(
+    (config.task == "sudoku") == puzzles,
+    f"task={config.task!r} and data.name={config.data.name!r}: the sudoku task goes with the sudoku "
+    "and sudoku_file datasets, and only with them",
+  )

@@ -368,15 +368,20 @@ class GeneratedConfig(tfds.core.BuilderConfig):
   seed: int
 
 
-class SudokuGenerated(tfds.core.GeneratorBasedBuilder):
-  """Seeded unique-solution puzzles: 'train' (base_train base puzzles, each expanded by random
-  symmetries) and 'test' (num_test further base puzzles, one random symmetry each)."""
+class _SudokuBuilder(tfds.core.GeneratorBasedBuilder):
+  """What both Sudoku builders share: the version and the example features."""
 
   VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIG_CLASS = GeneratedConfig
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(builder=self, features=_features())
+
+
+class SudokuGenerated(_SudokuBuilder):
+  """Seeded unique-solution puzzles: 'train' (base_train base puzzles, each expanded by random
+  symmetries) and 'test' (num_test further base puzzles, one random symmetry each)."""
+
+  BUILDER_CONFIG_CLASS = GeneratedConfig
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
@@ -401,14 +406,10 @@ class FileConfig(tfds.core.BuilderConfig):
   seed: int
 
 
-class SudokuFile(tfds.core.GeneratorBasedBuilder):
+class SudokuFile(_SudokuBuilder):
   """The puzzles of a local Shah-format or CSV file, split by a seeded permutation."""
 
-  VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIG_CLASS = FileConfig
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, features=_features())
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download

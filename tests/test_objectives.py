@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import perturbed_params
 
 from vmd_jax import networks, objectives
 from vmd_jax.schedules import get_schedule
@@ -27,14 +28,7 @@ def _model(latent_dim=0, time_conditioning=False):
 
 
 def _params(model, seed=0, noise=0.5):
-  """Initial parameters perturbed everywhere, so that zero-initialised paths are exercised too."""
-  key = jax.random.PRNGKey(seed)
-  params = model.init(key, jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,)))
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-  return jax.tree.unflatten(
-    tree, [x + noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
-  )
+  return perturbed_params(model, L, seed, noise)
 
 
 def _token_nll(model, params, x0, masked, z=None):

@@ -256,3 +256,27 @@ def test_nfe_above_length_raises_config_error_at_call():
   sample = sampler(LENGTH + 1)
   with pytest.raises(ConfigError, match="nfe"):
     sample(random_logits(0), jax.random.PRNGKey(0), jnp.full((2, LENGTH), MASK, jnp.int32))
+
+
+def test_remasking_masks_revealed_tokens_again_and_keeps_the_schedule_and_the_clues():
+  seen = []
+
+  def denoise(params, x_t, t, z):
+    del t, z
+    jax.debug.callback(lambda x: seen.append(np.asarray(x)), x_t, ordered=True)
+    return jnp.broadcast_to(params, x_t.shape + (VOCAB,))
+
+  x_init = rows_with_clues()
+  nfe = LENGTH
+  given = np.asarray(x_init != MASK)
+  for eta, expect_remasking in ((0.0, False), (0.5, True)):
+    seen.clear()
+    sample = make_sampler(denoise, nfe=nfe, mask_id=MASK, schedule=get_schedule("linear"), remask_eta=eta)
+    out = sample(random_logits(0), jax.random.PRNGKey(4), x_init)
+    jax.effects_barrier()
+    states = np.stack(seen + [np.asarray(out.tokens)])  # x_t before each step, then the result
+    np.testing.assert_array_equal((states == MASK).sum(-1), scheduled_remaining(x_init, nfe, "linear"))
+    np.testing.assert_array_equal(np.asarray(out.tokens)[given], np.asarray(x_init)[given])
+    remasked = (states[:-1] != MASK) & (states[1:] == MASK)  # revealed before a step, masked after it
+    assert remasked.any() == expect_remasking
+    assert not (remasked & given).any()

@@ -22,19 +22,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.jax_distributed = False
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "d1"  # pair | pair_nonuniform | pair_corr | d1 | d2 | sequences | sudoku | sudoku_file
+  # pair | pair_nonuniform | pair_corr | d1 | d2 | sequences | sudoku | sudoku_file | text8 | text_file
+  c.data.name = "d1"
   c.data.p = ml_collections.FieldReference(None, field_type=float)  # pair_corr strength in [0, 1]
   c.data.num_train = 100_000
   c.data.num_test = 10_000
   c.data.seed = 0  # data generation, split and batch order
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds dir; None: tfds default
-  # name=sequences: a .npy file of token ids; name=sudoku_file: a Shah-format or 'puzzle,solution' CSV file
+  # name=sequences: a .npy file of token ids; name=sudoku_file: a Shah-format or 'puzzle,solution' CSV file;
+  # name=text8: text8.zip, or a folder holding it or the extracted text8 (None: download it);
+  # name=text_file: a UTF-8 text file, or a folder whose files (recursively, sorted) form the corpus
   c.data.path = ml_collections.FieldReference(None, field_type=str)
-  c.data.test_fraction = 0.05  # held-out share for name=sequences and sudoku_file
+  c.data.test_fraction = 0.05  # held-out share for name=sequences, sudoku_file and text_file
   c.data.clues = 30  # sudoku: clues left in each generated puzzle (17..80)
   c.data.difficulty = "singles"  # sudoku: singles (solvable by singles) | beyond_singles | any
   c.data.base_train = 10_000  # sudoku: distinct base puzzles behind the train split's symmetry copies
   c.data.vocab_size = ml_collections.FieldReference(None, field_type=int)  # None: max token + 1
+  c.data.seq_length = 256  # text8 and text_file: tokens per example
+  c.data.level = "char"  # text_file tokens: char | byte (UTF-8) | subword (GPT-2 BPE, the 'text' extra)
 
   c.model = ml_collections.ConfigDict()
   c.model.max_length = 64  # positional table size; must be >= the data's length
@@ -46,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.latent_dim = 16  # 0 = no latent (MDM)
   c.model.time_conditioning = True
   c.model.latent_per_position = True  # z projected separately for each position's adaLN
+  # block diffusion (BD3-LM): tokens per block, each block with its own t and z; 0 = one block (no blocks)
+  c.model.block_size = 0
+  c.model.encoder_sees_prefix = False  # block posterior q(z_b | ...) also reads the clean blocks before b
   c.model.encoder_width = 64
   c.model.encoder_depth = 1
   c.model.encoder_init_log_std = 0.0
@@ -86,11 +94,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.token_rule = "auto"  # auto (argmax with a latent, sample without) | argmax | sample
   c.eval.temperature = 1.0
   c.eval.gumbel_scale = 0.0
-  c.eval.z_policy = "fixed"  # fixed | per_step
+  c.eval.z_policy = "fixed"  # fixed | per_step (within a block)
+  c.eval.block_z = "fresh"  # block models: fresh (a new z_b ~ N(0, I) per block, the prior) | shared
+  c.eval.kv_cache = True  # block models: cache the keys and values of finished blocks
+  c.eval.remask_eta = 0.0  # remasking (ReMDM-style capped schedule) for every sampler; 0 = off
+  c.eval.prompt_length = 0  # text: samples continue the first prompt_length tokens of test sequences
   c.eval.kl_smoothing = 0.01  # pseudo-count per sequence in the empirical model frequencies
   c.eval.bound_examples = 2_000  # test sequences for the likelihood bounds
   c.eval.bound_draws = 64  # (t, M_t, z) draws per sequence for the continuous-time bound
   c.eval.iwae_k = 16  # importance samples for the IWAE bound (0 disables it)
+  # where the bounds draw z from: posterior (the encoder, every position masked) | prior (N(0, I), no KL)
+  c.eval.bound_proposal = "posterior"
   c.eval.seed = 1
   return c
 
@@ -157,6 +171,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     f"eval.z_policy={e.z_policy!r}: choose one of {sorted(samplers.Z_POLICIES)}",
   )
   _require(len(e.nfes) > 0, "eval.nfes is empty")
+  _require(m.block_size >= 0, f"model.block_size={m.block_size}: must be >= 0 (0: no blocks)")
+  _require(
+    e.block_z in samplers.BLOCK_Z_POLICIES,
+    f"eval.block_z={e.block_z!r}: choose one of {list(samplers.BLOCK_Z_POLICIES)}",
+  )
+  _require(0.0 <= e.remask_eta <= 1.0, f"eval.remask_eta={e.remask_eta}: must be in [0, 1]")
+  _require(e.prompt_length >= 0, f"eval.prompt_length={e.prompt_length}: must be >= 0")
+  _require(
+    e.bound_proposal in objectives.PROPOSALS,
+    f"eval.bound_proposal={e.bound_proposal!r}: choose one of {list(objectives.PROPOSALS)}",
+  )
   bad_decoders = [d for d in e.decoders if d not in samplers.ORDERS]
   _require(
     len(e.decoders) > 0 and not bad_decoders,
@@ -175,3 +200,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     f"task={config.task!r} and data.name={config.data.name!r}: the sudoku task goes with the sudoku "
     "and sudoku_file datasets, and only with them",
   )
+  _require(
+    not (config.task == "sudoku" and m.block_size),
+    f"model.block_size={m.block_size}: the sudoku task has no block diffusion (use 0)",
+  )
+  from vmd_jax.data.text import LEVELS
+
+  _require(config.data.level in LEVELS, f"data.level={config.data.level!r}: choose one of {list(LEVELS)}")
+  _require(config.data.seq_length > 0, f"data.seq_length={config.data.seq_length}: must be positive")

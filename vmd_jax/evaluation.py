@@ -8,6 +8,7 @@ as `loss`. Tasks are looked up in EVALUATORS by config.task.
 import functools
 import math
 import os
+import time
 from typing import Any
 
 import jax
@@ -27,6 +28,26 @@ def denoise_fn(model):
   return lambda params, x_t, t, z: model.apply(params, x_t, t, z, method="denoise")
 
 
+def block_fns(model) -> samplers.BlockModelFns:
+  """The pure functions of a block diffusion model that samplers.make_block_sampler calls."""
+  d = model.denoiser
+
+  def empty_cache(batch: int, length: int):
+    shape = (batch, length, d.num_heads, d.width // d.num_heads)
+    return [(jnp.zeros(shape, d.dtype), jnp.zeros(shape, d.dtype)) for _ in range(d.depth)]
+
+  def denoise(params, x_t, t, z, context):
+    return model.apply(params, x_t, t, z, False, context, method="denoise")
+
+  def denoise_cached(params, x, t, z, cache, offset):
+    return model.apply(params, x, t, z, cache, offset, method="denoise_cached")
+
+  def cache_block(params, x0, cache, offset):
+    return model.apply(params, x0, cache, offset, method="cache_block")
+
+  return samplers.BlockModelFns(denoise, denoise_cached, cache_block, empty_cache)
+
+
 def token_rule(eval_config, model) -> str:
   """'auto' resolves to argmax given z for latent models (the paper's VMD sampler), sample for MDM."""
   if eval_config.token_rule == "auto":
@@ -34,20 +55,22 @@ def token_rule(eval_config, model) -> str:
   return eval_config.token_rule
 
 
-def check_nfes(nfes, length: int) -> None:
-  """Each evaluated NFE must be in 1..length."""
-  bad = [n for n in nfes if not 1 <= n <= length]
+def check_nfes(nfes, length: int, blocks: int = 1) -> None:
+  """Each evaluated NFE must be in 1..length and, for a block model, a multiple of the block count."""
+  bad = [n for n in nfes if not 1 <= n <= length or n % blocks]
   if bad:
-    raise ConfigError(f"eval.nfes {tuple(nfes)}: each must be in 1..{length} (the sequence length)")
+    raise ConfigError(
+      f"eval.nfes {tuple(nfes)}: each must be in 1..{length} (the sequence length)"
+      + (f" and a multiple of the {blocks} blocks (NFE counts the steps of all blocks)" if blocks > 1 else "")
+    )
 
 
-def sampler(model, config, nfe: int, order: str | None = None):
+def sampler(model, config, nfe: int, order: str | None = None, length: int | None = None):
   """The jitted nfe-step sampler (params, key, x_init) -> SampleResult that config.eval describes
-  (with its order replaced by `order` when given)."""
+  (with its order replaced by `order` when given). For a block model with several blocks in `length`
+  tokens it is the block sampler, with nfe / blocks steps per block."""
   e = config.eval
-  return samplers.make_sampler(
-    denoise_fn(model),
-    nfe=nfe,
+  options = dict(
     mask_id=model.vocab_size,
     schedule=get_schedule(config.objective.schedule, config.objective.eps),
     order=e.order if order is None else order,
@@ -56,13 +79,26 @@ def sampler(model, config, nfe: int, order: str | None = None):
     gumbel_scale=e.gumbel_scale,
     latent_dim=model.latent_dim,
     z_policy=e.z_policy,
+    remask_eta=e.remask_eta,
+  )
+  blocks = 1 if length is None else objectives.num_blocks(model, length)
+  if blocks == 1:
+    return samplers.make_sampler(denoise_fn(model), nfe=nfe, **options)
+  check_nfes([nfe], length, blocks)
+  return samplers.make_block_sampler(
+    block_fns(model),
+    block_size=model.block_size,
+    nfe_per_block=nfe // blocks,
+    block_z=e.block_z,
+    cached=e.kv_cache,
+    **options,
   )
 
 
 def generate(model, params, config, nfe: int, num: int, length: int, key) -> np.ndarray:
   """num unconditional samples with an nfe-step sampler: int32 [num, length]."""
   e = config.eval
-  sample = sampler(model, config, nfe)
+  sample = sampler(model, config, nfe, length=length)
   out = []
   for start in range(0, num, e.batch_size):
     rows = min(e.batch_size, num - start)
@@ -92,10 +128,13 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
 
   nelbo: the continuous-time bound (a) with z ~ q(z | x0); nelbo@nfe{N}: the finite-step bound (b) of
   the N-step random-order sampler with z fixed and sampled token values; iwae{K}: the importance-
-  weighted bound over K draws of (z, reveal order) of the one-token-a-step model.
-  Parameters are arguments of the jitted functions, never constants baked into them.
+  weighted bound over K draws of (z, reveal order) of the one-token-a-step model. For a block model
+  every bound is a sum over blocks (N counts the steps of all blocks; IWAE weights each block's
+  conditional likelihood separately). Parameters are arguments of the jitted functions, never
+  constants baked into them.
   """
   e, length = config.eval, tokens.shape[1]
+  blocks = objectives.num_blocks(model, length)
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
   batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k, 1))
   results = {}
@@ -103,14 +142,16 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
 
   @jax.jit
   def draws(params, x0, k):
-    return objectives.nelbo_draws(model, params, x0, k, schedule, e.bound_draws)
+    return objectives.nelbo_draws(model, params, x0, k, schedule, e.bound_draws, e.bound_proposal)
 
   per_seq = _batched(draws, params, tokens, batch, draws_key).mean(axis=0)
   results["nelbo_bits_per_token"], results["nelbo_bits_per_token_se"] = _mean_se(per_seq, length)
 
-  @functools.partial(jax.jit, static_argnums=3)
-  def log_weights(params, x0, k, nfe):
-    return objectives.trajectory_log_weights(model, params, x0, k, schedule, nfe)
+  @functools.partial(jax.jit, static_argnums=(3, 4))
+  def log_weights(params, x0, k, nfe, per_block=False):
+    return objectives.trajectory_log_weights(
+      model, params, x0, k, schedule, nfe // blocks, per_block, e.bound_proposal
+    )
 
   for nfe in e.nfes:
     path_fn = functools.partial(log_weights, nfe=nfe)
@@ -122,8 +163,8 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
     @jax.jit
     def iwae(params, x0, k):
       keys = jax.random.split(k, e.iwae_k)
-      log_w = jax.lax.map(lambda kk: log_weights(params, x0, kk, length), keys)
-      return objectives.iwae_bound(log_w)
+      log_w = jax.lax.map(lambda kk: log_weights(params, x0, kk, length, True), keys)
+      return jnp.sum(objectives.iwae_bound(log_w), axis=-1)
 
     per_seq = _batched(iwae, params, tokens, batch, iwae_key)
     name = f"iwae{e.iwae_k}_bits_per_token"
@@ -215,9 +256,60 @@ def evaluate_sequences(run, key) -> tuple[dict[str, Any], None]:
       model, params, config, nfe, config.eval.num_samples, dataset.length, jax.random.fold_in(key, nfe)
     )
     if jax.process_index() == 0:
-      np.save(os.path.join(run.workdir, f"samples_nfe{nfe}.npy"), samples)
+      write_samples(run.workdir, nfe, samples)
   results.update(_common(run, key))
   return results, None
+
+
+def evaluate_text(run, key) -> tuple[dict[str, Any], None]:
+  """Bounds in bits per token (per character for character-level corpora) and perplexity, and samples.
+
+  bpc_bound is the continuous-time bound (nelbo) and ppl_bound = 2 ** bpc_bound, both valid upper
+  bounds; the finite-NFE and IWAE bounds are reported under their own names. For each NFE,
+  eval.num_samples samples are written to workdir/samples_nfe{N}.txt (decoded) and .npy, and the
+  sampler's speed as samples_tokens_per_s@nfe{N} (compilation excluded). With eval.prompt_length = P
+  each sample continues the first P tokens of a test sequence, which stay as they are.
+  """
+  config, model, dataset = run.config, run.model, run.dataset
+  params = run.eval_params()
+  results = _common(run, key)
+  results["bpc_bound"] = results["nelbo_bits_per_token"]
+  results["bpc_bound_se"] = results["nelbo_bits_per_token_se"]
+  results["ppl_bound"] = 2.0 ** results["bpc_bound"]
+  num, length = config.eval.num_samples, dataset.length
+  if config.eval.prompt_length >= length:
+    raise ConfigError(f"eval.prompt_length={config.eval.prompt_length}: must be below the length {length}")
+  for nfe in config.eval.nfes:
+    sample = sampler(model, config, nfe, length=length)
+    rows = min(config.eval.batch_size, num)
+    prompts = dataset.test[np.arange(num) % len(dataset.test), : config.eval.prompt_length]
+    x_init = np.full((num, length), model.vocab_size, np.int32)
+    x_init[:, : prompts.shape[1]] = prompts
+    compiled = sample.lower(params, key, jnp.asarray(x_init[:rows])).compile()
+    parts, start_time = [], time.perf_counter()
+    for start in range(0, num, rows):
+      batch = x_init[start : start + rows]
+      batch = np.concatenate([batch, x_init[: rows - len(batch)]])  # the compiled batch shape
+      out = compiled(params, jax.random.fold_in(key, start), jnp.asarray(batch)).tokens
+      parts.append(np.asarray(out))
+    seconds = time.perf_counter() - start_time
+    samples = np.concatenate(parts)[:num]
+    results[f"samples_tokens_per_s@nfe{nfe}"] = float(len(parts) * rows * length / seconds)
+    if jax.process_index() == 0:
+      write_samples(run.workdir, nfe, samples, dataset.decode)
+  return results, None
+
+
+def write_samples(workdir: str, nfe: int, samples: np.ndarray, decode=None) -> str:
+  """Save samples [N, L] as workdir/samples_nfe{nfe}.npy and, given decode (tokens [L] -> text), as
+  samples_nfe{nfe}.txt too. Returns the path of the .npy file."""
+  path = os.path.join(workdir, f"samples_nfe{nfe}.npy")
+  np.save(path, samples)
+  if decode is not None:
+    with open(os.path.join(workdir, f"samples_nfe{nfe}.txt"), "w", encoding="utf-8") as f:
+      for i, row in enumerate(samples):
+        f.write(f"--- sample {i}, NFE {nfe} ---\n{decode(row)}\n")
+  return path
 
 
 def _common(run, key) -> dict[str, Any]:
@@ -328,12 +420,17 @@ def evaluate_sudoku(run, key) -> tuple[dict[str, Any], None]:
   return results, None
 
 
-EVALUATORS = {"synthetic": evaluate_synthetic, "sequences": evaluate_sequences, "sudoku": evaluate_sudoku}
+EVALUATORS = {
+  "synthetic": evaluate_synthetic,
+  "sequences": evaluate_sequences,
+  "sudoku": evaluate_sudoku,
+  "text": evaluate_text,
+}
 
 
 def evaluate(run) -> tuple[dict[str, Any], np.ndarray | None]:
   """Run the config's evaluation suite: (flat results dict, one-step samples or None)."""
   if run.config.task not in EVALUATORS:
     raise ConfigError(f"unknown task {run.config.task!r}: choose one of {sorted(EVALUATORS)}")
-  check_nfes(run.config.eval.nfes, run.dataset.length)
+  check_nfes(run.config.eval.nfes, run.dataset.length, objectives.num_blocks(run.model, run.dataset.length))
   return EVALUATORS[run.config.task](run, jax.random.PRNGKey(run.config.eval.seed))

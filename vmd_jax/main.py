@@ -21,7 +21,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -67,6 +66,7 @@ def evaluate_and_save(run: Run, extra=None):
       "dataset": run.config.data.name,
       "vocab_size": run.dataset.vocab_size,
       "length": run.dataset.length,
+      "block_size": run.config.model.block_size,
       **(extra or {}),
     }
   )
@@ -116,9 +116,9 @@ def _sample(run: Run) -> None:
       run.model, run.eval_params(), run.config, nfe, run.config.eval.num_samples, run.dataset.length, key
     )
     if jax.process_index() == 0:
-      path = os.path.join(run.workdir, f"samples_nfe{nfe}.npy")
-      np.save(path, samples)
-      print(f"NFE {nfe}: {len(samples)} samples -> {path}; first: {samples[:3].tolist()}", flush=True)
+      path = evaluation.write_samples(run.workdir, nfe, samples, run.dataset.decode)
+      first = repr(run.dataset.decode(samples[0])) if run.dataset.decode else samples[:3].tolist()
+      print(f"NFE {nfe}: {len(samples)} samples -> {path}; first: {first}", flush=True)
 
 
 def run_compare(config, workdir: str, mode: str = "train") -> None:

@@ -4,6 +4,14 @@ All modules are flax.linen modules, used through pure init/apply. The denoiser i
 transformer with adaLN conditioning on the time t and the latent z. Every conditioning path is zero-
 initialised (as in DiT), so at initialisation a model with a latent computes exactly what the same model
 without one computes: VMD starts from MDM, and MDM is the same class with latent_dim = 0.
+
+Block diffusion (BD3-LM): with block_size = k < L the sequence is cut into L / k blocks, each with its
+own time t_b and latent z_b. The denoiser then reads the noisy sequence x_t and the clean sequence x0 in
+one pass of length 2L under `block_attention_mask`: noisy block b sees itself and the clean blocks before
+it, clean block b sees the clean blocks up to itself. Clean tokens are conditioned on t = 0 and no
+latent, so the keys and values of finished blocks can be cached while later blocks are sampled
+(`Denoiser.__call__` with `cache`). With one block (block_size = 0 or L) the clean stream is not read
+and the network is exactly the non-block denoiser.
 """
 
 import functools
@@ -12,6 +20,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 zeros = nn.initializers.zeros
 
@@ -59,8 +68,76 @@ def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
   return x * (1.0 + scale) + shift
 
 
+def block_layout(length: int, block_size: int) -> tuple[int, int]:
+  """(number of blocks, block size) of a sequence; block_size 0 means one block of the whole sequence."""
+  size = block_size or length
+  if size < 1 or length % size:
+    raise ValueError(f"block size {block_size} must divide the sequence length {length}")
+  return length // size, size
+
+
+def block_attention_mask(length: int, block_size: int) -> np.ndarray:
+  """The BD3-LM attention mask over [x_t; x0], [2 * length, 2 * length] bool (True = may attend).
+
+  Queries and keys are ordered noisy positions 0..L-1, then clean positions 0..L-1. Noisy block b attends
+  to noisy block b and to clean blocks < b; clean block b attends to clean blocks <= b; no clean
+  position attends to a noisy one.
+  """
+  blocks = np.arange(length) // (block_size or length)
+  query, key = blocks[:, None], blocks[None, :]  # [L, 1], [1, L]
+  top = np.concatenate([query == key, key < query], axis=1)  # noisy queries: [L, 2L]
+  bottom = np.concatenate([np.zeros((length, length), bool), key <= query], axis=1)  # clean queries
+  return np.concatenate([top, bottom], axis=0)
+
+
+def encoder_attention_mask(length: int, block_size: int, sees_prefix: bool) -> np.ndarray | None:
+  """The posterior encoder's mask [L, L]: block b attends to block b (and to blocks < b if sees_prefix);
+  None (full attention) for one block."""
+  blocks = np.arange(length) // (block_size or length)
+  if blocks[-1] == 0:
+    return None
+  query, key = blocks[:, None], blocks[None, :]
+  return (key <= query) if sees_prefix else (key == query)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with an optional mask and optional extra keys and values (a cache).
+
+  The parameters (query, key, value, out) have the layout of flax's MultiHeadDotProductAttention.
+  """
+
+  num_heads: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, prefix=None, train: bool = False):
+    # x: [batch, n, width]; mask: [n, p + n] bool, or [batch, 1, n, p + n]; prefix: (k, v), each
+    # [batch, p, heads, head_dim], keys placed before x's own. Returns the output [batch, n, width] and
+    # x's own keys and values ([batch, n, heads, head_dim] each).
+    width = x.shape[-1]
+    head_dim = width // self.num_heads
+    project = functools.partial(
+      nn.DenseGeneral, features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype
+    )
+    q, k, v = (project(name=name)(x) for name in ("query", "key", "value"))
+    own = (k, v)
+    if prefix is not None:
+      k = jnp.concatenate([prefix[0].astype(k.dtype), k], axis=1)
+      v = jnp.concatenate([prefix[1].astype(v.dtype), v], axis=1)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q / jnp.sqrt(head_dim).astype(q.dtype), k)
+    logits = logits.astype(jnp.float32)  # logits: [batch, heads, n, p + n]
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    if train and self.dropout > 0:
+      weights = nn.Dropout(self.dropout)(weights, deterministic=False)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out")(out), own
+
+
 class TransformerBlock(nn.Module):
-  """Pre-norm bidirectional transformer block, adaLN-modulated by a conditioning vector c."""
+  """Pre-norm transformer block, adaLN-modulated by a conditioning vector c at every position."""
 
   width: int
   num_heads: int
@@ -69,28 +146,62 @@ class TransformerBlock(nn.Module):
   dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, c: jax.Array, train: bool) -> jax.Array:
-    # x: [batch, length, width]; c: [batch, length, width], the conditioning at each position
+  def __call__(self, x, c, train: bool, mask=None, prefix=None):
+    # x: [batch, n, width]; c: [batch, n, width]; mask and prefix as in Attention.
+    # Returns x [batch, n, width] and this layer's keys and values of x.
     mod = nn.Dense(6 * self.width, kernel_init=zeros, dtype=self.dtype, name="adaln")(nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
     norm = functools.partial(nn.LayerNorm, use_scale=False, use_bias=False, dtype=self.dtype)
     h = _modulate(norm()(x), shift1, scale1)
-    h = nn.MultiHeadDotProductAttention(
-      num_heads=self.num_heads, dropout_rate=self.dropout, dtype=self.dtype
-    )(h, h, deterministic=not train)
+    # The name keeps the parameter tree of earlier releases, which used flax's attention module.
+    attention = Attention(self.num_heads, self.dropout, self.dtype, name="MultiHeadDotProductAttention_0")
+    h, kv = attention(h, mask, prefix, train)
     x = x + gate1 * h
     h = _modulate(norm()(x), shift2, scale2)
     h = nn.Dense(self.mlp_ratio * self.width, dtype=self.dtype)(h)
     h = nn.Dense(self.width, dtype=self.dtype)(nn.gelu(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return x + gate2 * h
+    return x + gate2 * h, kv
+
+
+class LatentProjection(nn.Module):
+  """z_b's share of the adaLN conditioning of the positions of block b (zero-initialised).
+
+  Per position, each position of a block reads its own projection of z_b (by its index within the
+  block), which lets one latent set different tokens directly (with one shared projection the D2 set
+  collapsed onto k = l); otherwise every position reads the same projection. The parameters are those
+  of a Dense layer to max_length * width (per position) or width features.
+  """
+
+  max_length: int
+  width: int
+  per_position: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array, block_size: int) -> jax.Array:
+    # z: [batch, blocks, latent_dim] -> [batch, blocks * block_size, width]
+    rows = self.max_length if self.per_position else 1
+    kernel = self.param("kernel", zeros, (z.shape[-1], rows * self.width))
+    bias = self.param("bias", zeros, (rows * self.width,))
+    kernel = kernel.reshape(z.shape[-1], rows, self.width)[:, :block_size].astype(self.dtype)
+    bias = bias.reshape(rows, self.width)[:block_size].astype(self.dtype)
+    out = jnp.einsum("bnd,dpw->bnpw", z.astype(self.dtype), kernel) + bias  # [batch, blocks, rows', width]
+    out = jnp.broadcast_to(out, z.shape[:2] + (block_size, self.width))
+    return out.reshape(z.shape[0], -1, self.width)
+
+
+def per_block(x: jax.Array, batch_ndim: int) -> jax.Array:
+  """Give a per-sequence array ([batch] t, [batch, d] z) a blocks axis: [batch, 1(, d)]."""
+  return x[:, None] if x.ndim == batch_ndim else x
 
 
 class Denoiser(nn.Module):
-  """Bidirectional transformer f(x_t, t, z) -> logits over the V data tokens at every position.
+  """Transformer f(x_t, t, z) -> logits over the V data tokens at every position.
 
   vocab_size counts the data tokens; the mask id is vocab_size. With latent_dim = 0 there is no latent
-  path and this is the MDM denoiser; with time_conditioning = False the network ignores t.
+  path and this is the MDM denoiser; with time_conditioning = False the network ignores t. block_size
+  > 0 makes it a block diffusion denoiser (module docstring).
   """
 
   vocab_size: int
@@ -103,53 +214,83 @@ class Denoiser(nn.Module):
   latent_dim: int = 0
   time_conditioning: bool = True
   latent_per_position: bool = True
+  block_size: int = 0  # 0: one block, the whole sequence
   dtype: Any = jnp.float32  # computation dtype (bfloat16 for mixed precision); params and logits float32
 
   @nn.compact
-  def __call__(self, x_t: jax.Array, t: jax.Array, z: jax.Array | None = None, train: bool = False):
-    # x_t: [batch, length] in {0..V} (V = mask); t: [batch]; z: [batch, latent_dim] or None
-    length = x_t.shape[1]
+  def __call__(self, x_t, t, z=None, train: bool = False, context=None, cache=None, offset=0):
+    """Logits of p(x0 | x_t, t, z) [batch, n, vocab], in one of three modes.
+
+    Whole sequence (cache None): x_t [batch, L]; t [batch] or [batch, blocks]; z [batch, d] or [batch,
+    blocks, d]; context, the clean x0 [batch, L], is read only when there are several blocks.
+    One block against a cache (cache given): x_t [batch, block_size] is the noisy block starting at
+    position `offset`; t [batch]; z [batch, d]; cache holds, per layer, keys and values [batch, L,
+    heads, head_dim] of the clean tokens, valid before `offset`.
+    Clean block into a cache (cache given, t None): x_t holds the clean tokens of the block at `offset`;
+    returns, per layer, their keys and values [batch, block_size, heads, head_dim] instead of logits.
+    """
+    batch, n = x_t.shape
+    clean_only = cache is not None and t is None
+    if cache is None:
+      num_blocks, size = block_layout(n, self.block_size)
+    else:
+      num_blocks, size = 1, n
     dense = functools.partial(nn.Dense, dtype=self.dtype)
-    h = nn.Embed(self.vocab_size + 1, self.width, dtype=self.dtype, name="token_embed")(x_t)
+    embed = nn.Embed(self.vocab_size + 1, self.width, dtype=self.dtype, name="token_embed")
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
-    h = h + pos[None, :length].astype(self.dtype)  # h: [batch, length, width]
-    c = jnp.zeros((x_t.shape[0], 1, self.width), self.dtype)  # c: [batch, 1 or length, width]
+    pos = jax.lax.dynamic_slice_in_dim(pos, offset, n).astype(self.dtype)  # [n, width]
+    time_mlp = None
     if self.time_conditioning:
-      temb = timestep_embedding(t, self.width)
-      c = c + dense(self.width)(nn.silu(dense(self.width)(temb)))[:, None, :]
-    if self.latent_dim > 0:
+      layers = (dense(self.width), dense(self.width))  # created in the order of earlier releases
+      time_mlp = lambda times: layers[0](nn.silu(layers[1](timestep_embedding(times, self.width))))  # noqa: E731
+    h = embed(x_t) + pos[None]  # h: [batch, n, width]
+    c = jnp.zeros((batch, n, self.width), self.dtype)  # the conditioning of each position
+    if time_mlp is not None:
+      times = jnp.zeros((batch,)) if clean_only else per_block(t, 1)
+      temb = time_mlp(times.reshape(-1)).reshape(batch, -1, self.width)  # [batch, blocks, width]
+      c = c + jnp.repeat(temb, n // temb.shape[1], axis=1)
+    if self.latent_dim > 0 and not clean_only:
       if z is None:
         raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
-      c = c + self._latent_conditioning(z, length)
-    c = jnp.broadcast_to(c, h.shape)
+      project = LatentProjection(
+        self.max_length, self.width, self.latent_per_position, self.dtype, name="latent_proj"
+      )
+      c = c + project(per_block(z, 2), size)
+    mask, prefixes = None, [None] * self.depth
+    if num_blocks > 1:  # the clean stream joins the noisy one
+      if context is None:
+        raise ValueError("a block diffusion denoiser with several blocks needs the clean sequence (context)")
+      h = jnp.concatenate([h, embed(context) + pos[None]], axis=1)  # [batch, 2L, width]
+      clean_c = time_mlp(jnp.zeros((batch,)))[:, None, :] if time_mlp is not None else 0.0
+      c = jnp.concatenate([c, jnp.broadcast_to(clean_c, c.shape).astype(self.dtype)], axis=1)
+      mask = block_attention_mask(n, size)
+    if cache is not None:
+      cache_length = cache[0][0].shape[1]
+      visible = jnp.concatenate([jnp.arange(cache_length) < offset, jnp.ones((n,), bool)])
+      mask, prefixes = visible[None, :], cache
+    kvs = []
     for i in range(self.depth):
       block = TransformerBlock(
         self.width, self.num_heads, self.mlp_ratio, self.dropout, self.dtype, name=f"block_{i}"
       )
-      h = block(h, c, train)
+      h, kv = block(h, c, train, mask, prefixes[i])
+      kvs.append(kv)
+    if clean_only:
+      return kvs
+    h, c = h[:, :n], c[:, :n]  # the noisy positions
     shift, scale = jnp.split(dense(2 * self.width, kernel_init=zeros, name="final_adaln")(nn.silu(c)), 2, -1)
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype)(h), shift, scale)
     logits = dense(self.vocab_size, name="logits")(h)
-    return logits.astype(jnp.float32)  # logits: [batch, length, vocab]
-
-  def _latent_conditioning(self, z: jax.Array, length: int) -> jax.Array:
-    """z's share of the adaLN conditioning: [batch, length, width] (per position) or [batch, 1, width].
-
-    Zero-initialised, so that at initialisation the output does not depend on z. Per position, each
-    token reads its own projection of z, which lets one latent set different tokens at different
-    positions directly (with one shared projection the D2 set collapsed onto k = l).
-    """
-    if self.latent_per_position:
-      out = nn.Dense(self.max_length * self.width, kernel_init=zeros, dtype=self.dtype, name="latent_proj")(z)
-      return out.reshape(z.shape[0], self.max_length, self.width)[:, :length]
-    return nn.Dense(self.width, kernel_init=zeros, dtype=self.dtype, name="latent_proj")(z)[:, None, :]
+    return logits.astype(jnp.float32)  # logits: [batch, n, vocab]
 
 
 class PosteriorEncoder(nn.Module):
   """q(z | x0, M_t): a transformer over the clean tokens and the mask indicator, mean-pooled.
 
   The encoder sees x0 and which positions are masked in x_t (as in VADD: an encoder blind to x_t
-  collapsed there). For the global-latent bound it is called with every position masked.
+  collapsed there). For the global-latent bound it is called with every position masked. With
+  block_size > 0 there is one posterior per block, pooled over that block; block b's tokens attend to
+  block b only, or also to the blocks before it with sees_prefix.
   """
 
   vocab_size: int
@@ -160,32 +301,42 @@ class PosteriorEncoder(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   init_log_std: float = 0.0
+  block_size: int = 0
+  sees_prefix: bool = False
   dtype: Any = jnp.float32  # computation dtype of the blocks; the pooled head runs in float32
 
   @nn.compact
   def __call__(self, x0: jax.Array, masked: jax.Array) -> GaussianPosterior:
-    # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool
+    # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool. Fields [batch, latent_dim], or
+    # [batch, blocks, latent_dim] for a block model.
+    batch, length = x0.shape
+    num_blocks, size = block_layout(length, self.block_size)
     h = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name="token_embed")(x0)
     h = h + nn.Embed(2, self.width, dtype=self.dtype, name="mask_embed")(masked.astype(jnp.int32))
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
-    h = h + pos[None, : x0.shape[1]].astype(self.dtype)
+    h = h + pos[None, :length].astype(self.dtype)
     c = jnp.zeros_like(h)  # the encoder is unconditioned: adaLN reduces to plain LayerNorm
+    mask = encoder_attention_mask(length, self.block_size, self.sees_prefix)
     for i in range(self.depth):
       block = TransformerBlock(
         self.width, self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}"
       )
-      h = block(h, c, False)
-    pooled = nn.LayerNorm()(jnp.mean(h.astype(jnp.float32), axis=1))  # pooled: [batch, width]
+      h, _ = block(h, c, False, mask)
+    h = h.astype(jnp.float32).reshape(batch, num_blocks, size, self.width)
+    pooled = nn.LayerNorm()(jnp.mean(h, axis=2))  # pooled: [batch, blocks, width]
     mean = nn.Dense(self.latent_dim, name="mean")(pooled)
     log_std = nn.Dense(self.latent_dim, kernel_init=zeros, name="log_std")(pooled) + self.init_log_std
+    if self.block_size == 0:
+      mean, log_std = mean[:, 0], log_std[:, 0]
     return GaussianPosterior(mean=mean, log_std=log_std)
 
 
 class VMDModel(nn.Module):
   """The denoiser and, when it has a latent, the posterior encoder, under one parameter tree.
 
-  Methods are called with `model.apply(params, ..., method=...)`: `denoise` (p(x0 | x_t, t, z)) and
-  `posterior` (q(z | x0, M_t)). An MDM is a VMDModel whose denoiser has latent_dim = 0 and no encoder.
+  Methods are called with `model.apply(params, ..., method=...)`: `denoise` (p(x0 | x_t, t, z)),
+  `posterior` (q(z | x0, M_t)), and for block sampling `denoise_cached` and `cache_block`. An MDM is a
+  VMDModel whose denoiser has latent_dim = 0 and no encoder.
   """
 
   denoiser: Denoiser
@@ -197,6 +348,8 @@ class VMDModel(nn.Module):
       has_encoder and self.encoder.latent_dim != self.denoiser.latent_dim
     ):
       raise ValueError("the encoder's latent_dim must equal the denoiser's, and exist only if it is > 0")
+    if has_encoder and self.encoder.block_size != self.denoiser.block_size:
+      raise ValueError("the encoder's block_size must equal the denoiser's")
     super().__post_init__()
 
   @property
@@ -209,12 +362,28 @@ class VMDModel(nn.Module):
     """Dimension of z (0 for an MDM)."""
     return self.denoiser.latent_dim
 
-  def denoise(self, x_t, t, z=None, train: bool = False):
-    """Logits of p(x0_i | x_t, t, z): [batch, length, vocab]."""
-    return self.denoiser(x_t, t, z, train)
+  @property
+  def block_size(self) -> int:
+    """Tokens per diffusion block (0: the whole sequence is one block)."""
+    return self.denoiser.block_size
+
+  def denoise(self, x_t, t, z=None, train: bool = False, context=None):
+    """Logits of p(x0_i | x_t, t, z): [batch, length, vocab]. For several blocks, t is [batch, blocks],
+    z [batch, blocks, d] and context the clean x0 [batch, length]."""
+    return self.denoiser(x_t, t, z, train, context)
+
+  def denoise_cached(self, x_block, t, z, cache, offset):
+    """Logits [batch, block_size, vocab] of the noisy block at `offset`, against cached clean keys."""
+    return self.denoiser(x_block, t, z, cache=cache, offset=offset)
+
+  def cache_block(self, x0_block, cache, offset):
+    """Per layer, the keys and values [batch, block_size, heads, head_dim] of the clean block at
+    `offset`, which attends to the cache before it."""
+    return self.denoiser(x0_block, None, cache=cache, offset=offset)
 
   def posterior(self, x0, masked):
-    """q(z | x0, M_t) as a GaussianPosterior with [batch, latent_dim] fields."""
+    """q(z | x0, M_t) as a GaussianPosterior with [batch, latent_dim] fields ([batch, blocks,
+    latent_dim] for a block model)."""
     return self.encoder(x0, masked)
 
   def __call__(self, x0, masked, t):
@@ -222,4 +391,7 @@ class VMDModel(nn.Module):
     z = None
     if self.latent_dim > 0:
       z = self.posterior(x0, masked).mean
-    return self.denoise(jnp.where(masked, self.vocab_size, x0), t, z)
+    x_t = jnp.where(masked, self.vocab_size, x0)
+    if self.block_size and self.block_size < x0.shape[1]:
+      t = jnp.broadcast_to(per_block(t, 1), (x0.shape[0], x0.shape[1] // self.block_size))
+    return self.denoise(x_t, t, z, context=x0)

@@ -10,6 +10,10 @@ Training objectives (the loss that is optimised; see design note §2-3):
 The vmd loss is NOT a bound on the NLL (design note §3); the bounds below are, and only they are
 reported as likelihoods.
 
+Block diffusion (model.block_size = k): each block b of k tokens has its own t_b, M_t within the block,
+z_b and posterior q(z_b | ...); every term above is summed over the blocks, the denoiser of block b
+seeing the clean blocks before it. With one block (k = 0 or L) this is exactly the non-block objective.
+
 Every loss and bound here is in nats per sequence unless its name says otherwise.
 """
 
@@ -63,26 +67,35 @@ def sample_times(key: jax.Array, batch: int, antithetic: bool) -> jax.Array:
 def mask_tokens(key: jax.Array, x0: jax.Array, t: jax.Array, schedule: Schedule, given=None):
   """Forward process: each token independently masked with prob 1 - alpha(t). Returns M_t [batch, length].
 
+  t is [batch] (one time per sequence) or [batch, blocks] (one per block of length / blocks tokens).
   Positions in `given` (clues, prompts) are never masked.
   """
-  masked = jax.random.uniform(key, x0.shape) < (1.0 - schedule.alpha(t))[:, None]
+  t = t[:, None] if t.ndim == 1 else t
+  t = jnp.repeat(t, x0.shape[1] // t.shape[1], axis=1)  # [batch, length]
+  masked = jax.random.uniform(key, x0.shape) < (1.0 - schedule.alpha(t))
   if given is not None:
     masked = masked & ~given
   return masked
 
 
-def masked_cross_entropy(logits: jax.Array, x0: jax.Array, masked: jax.Array) -> jax.Array:
-  """sum_{i in M} -log p(x0_i | .) per sequence: [batch]."""
+def masked_cross_entropy(logits: jax.Array, x0: jax.Array, masked: jax.Array, num_blocks: int = 1):
+  """sum_{i in M} -log p(x0_i | .) per sequence [batch], or per block [batch, num_blocks] if > 1."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   token_ll = jnp.take_along_axis(log_probs, x0[..., None], axis=-1)[..., 0]  # [batch, length]
-  return -jnp.sum(jnp.where(masked, token_ll, 0.0), axis=-1)
+  nll = -jnp.where(masked, token_ll, 0.0)
+  if num_blocks == 1:
+    return jnp.sum(nll, axis=-1)
+  return jnp.sum(nll.reshape(nll.shape[0], num_blocks, -1), axis=-1)
 
 
 def weighted_nll(schedule: Schedule, t: jax.Array, logits, x0, masked) -> jax.Array:
-  """w(t) * sum_{i in M_t} -log p(x0_i | x_t): [batch]. Zero where nothing is masked, even where w is
-  infinite in floating point (t -> 0), since no token is then paid for."""
-  ce = masked_cross_entropy(logits, x0, masked)
-  return jnp.where(jnp.any(masked, axis=-1), nelbo_weight(schedule, t) * ce, 0.0)
+  """w(t) * sum_{i in M_t} -log p(x0_i | x_t): [batch], summed over blocks when t is [batch, blocks].
+  Zero where nothing is masked, even where w is infinite in floating point (t -> 0), since no token is
+  then paid for."""
+  t = t[:, None] if t.ndim == 1 else t  # [batch, blocks]
+  ce = masked_cross_entropy(logits, x0, masked, t.shape[1]).reshape(t.shape)
+  any_masked = jnp.any(masked.reshape(t.shape + (-1,)), axis=-1)
+  return jnp.sum(jnp.where(any_masked, nelbo_weight(schedule, t) * ce, 0.0), axis=-1)
 
 
 def kl_weight(settings: ObjectiveSettings, step) -> jax.Array:
@@ -99,16 +112,24 @@ def free_bits_kl(kl_per_dim: jax.Array, free_bits: float) -> jax.Array:
   return jnp.sum(kl_per_dim, axis=-1)
 
 
-def _denoise(model, params, x_t, t, z, key, train):
+def num_blocks(model, length: int) -> int:
+  """Diffusion blocks of a sequence of `length` tokens under the model (1 without block diffusion)."""
+  return networks.block_layout(length, model.block_size)[0]
+
+
+def _denoise(model, params, x_t, t, z, key, train, context):
   rngs = {"dropout": key} if train else None
-  return model.apply(params, x_t, t, z, train, method="denoise", rngs=rngs)
+  return model.apply(params, x_t, t, z, train, context, method="denoise", rngs=rngs)
 
 
 def _corrupt(model, batch, key, settings):
-  """Draw (t, M_t, x_t) for a batch: t [batch], masked [batch, length], x_t [batch, length]."""
+  """Draw (t, M_t, x_t) for a batch: t [batch] ([batch, blocks] for several blocks), masked and x_t
+  [batch, length]. Times are antithetic across all (sequence, block) pairs."""
   x0 = batch["tokens"]
   t_key, m_key = jax.random.split(key)
-  t = sample_times(t_key, x0.shape[0], settings.antithetic)
+  blocks = num_blocks(model, x0.shape[1])
+  t = sample_times(t_key, x0.shape[0] * blocks, settings.antithetic)
+  t = t if blocks == 1 else t.reshape(x0.shape[0], blocks)
   masked = mask_tokens(m_key, x0, t, settings.schedule, batch.get("given"))
   return t, masked, jnp.where(masked, model.vocab_size, x0)
 
@@ -118,7 +139,7 @@ def mdm_loss(model, params, batch, key, settings, step):
   del step
   corrupt_key, drop_key = jax.random.split(key)
   t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
-  logits = _denoise(model, params, x_t, t, None, drop_key, True)
+  logits = _denoise(model, params, x_t, t, None, drop_key, True, batch["tokens"])
   recon = weighted_nll(settings.schedule, t, logits, batch["tokens"], masked)
   return recon, {"recon": recon}
 
@@ -130,14 +151,14 @@ def _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask: b
   enc_mask = masked if encoder_sees_mask else jnp.ones_like(masked)
   posterior = model.apply(params, x0, enc_mask, method="posterior")
   z = networks.sample_gaussian(posterior, z_key)
-  logits = _denoise(model, params, x_t, t, z, drop_key, True)
+  logits = _denoise(model, params, x_t, t, z, drop_key, True, x0)
   recon = weighted_nll(settings.schedule, t, logits, x0, masked)
-  kl_dims = networks.kl_to_prior(posterior)
-  kl_term = free_bits_kl(kl_dims, settings.free_bits)
+  kl_dims = networks.per_block(networks.kl_to_prior(posterior), 2)  # [batch, blocks, latent_dim]
+  kl_term = free_bits_kl(kl_dims, settings.free_bits)  # [batch, blocks]
   if encoder_sees_mask and settings.kl_time_weight:
-    kl_term = nelbo_weight(settings.schedule, t) * kl_term
-  loss = recon + kl_weight(settings, step) * kl_term
-  return loss, {"recon": recon, "kl": jnp.sum(kl_dims, axis=-1)}
+    kl_term = nelbo_weight(settings.schedule, networks.per_block(t, 1)) * kl_term
+  loss = recon + kl_weight(settings, step) * jnp.sum(kl_term, axis=-1)
+  return loss, {"recon": recon, "kl": jnp.sum(kl_dims, axis=(1, 2))}
 
 
 def vmd_loss(model, params, batch, key, settings, step):
@@ -185,16 +206,36 @@ def global_posterior(model, params, x0):
   return model.apply(params, x0, jnp.ones(x0.shape, bool), method="posterior")
 
 
-def nelbo_draws(model, params, x0, key, schedule: Schedule, num_draws: int) -> jax.Array:
+PROPOSALS = ("posterior", "prior")
+
+
+def bound_proposal(model, params, x0, proposal: str = "posterior") -> networks.GaussianPosterior:
+  """The distribution q(z | x0) that a bound draws z from: the encoder's `global_posterior`, or the
+  prior N(0, I) itself (then the KL is zero and the bound is that of the sampler's own z ~ p(z)). Any
+  q gives a valid bound; they differ in tightness."""
+  posterior = global_posterior(model, params, x0)
+  if proposal == "posterior":
+    return posterior
+  if proposal == "prior":
+    zeros = jnp.zeros_like(posterior.mean)
+    return networks.GaussianPosterior(mean=zeros, log_std=zeros)
+  raise ConfigError(f"unknown bound proposal {proposal!r}: choose one of {', '.join(PROPOSALS)}")
+
+
+def nelbo_draws(
+  model, params, x0, key, schedule: Schedule, num_draws: int, proposal: str = "posterior"
+) -> jax.Array:
   """Continuous-time bound (a): w(t) sum_{i in M_t} -log p(x0_i | x_t, z) + KL(q(z | x0) || p(z)).
 
   One unbiased draw of (z, t, M_t) per row of the output: [num_draws, batch] nats per sequence. For an
-  MDM (latent_dim = 0) there is no z and no KL. Times are antithetic within each draw's batch.
+  MDM (latent_dim = 0) there is no z and no KL. Times are antithetic within each draw's batch. For a
+  block model every block has its own t, M_t and z_b ~ q(z_b | x0_b), and the terms add up over blocks.
+  proposal picks q (`bound_proposal`).
   """
   settings = ObjectiveSettings(name="mdm", schedule=schedule)
   if model.latent_dim > 0:
-    posterior = global_posterior(model, params, x0)
-    kl = jnp.sum(networks.kl_to_prior(posterior), axis=-1)
+    posterior = bound_proposal(model, params, x0, proposal)
+    kl = jnp.sum(networks.kl_to_prior(posterior).reshape(x0.shape[0], -1), axis=-1)
 
   def one_draw(key):
     corrupt_key, z_key = jax.random.split(key)
@@ -202,45 +243,59 @@ def nelbo_draws(model, params, x0, key, schedule: Schedule, num_draws: int) -> j
     z = None
     if model.latent_dim > 0:
       z = networks.sample_gaussian(posterior, z_key)
-    logits = _denoise(model, params, x_t, t, z, None, False)
+    logits = _denoise(model, params, x_t, t, z, None, False, x0)
     recon = weighted_nll(schedule, t, logits, x0, masked)
     return recon + kl if model.latent_dim > 0 else recon
 
   return jax.lax.map(one_draw, jax.random.split(key, num_draws))
 
 
-def trajectory_log_weights(model, params, x0, key, schedule: Schedule, nfe: int) -> jax.Array:
-  """log [p(x0, path | z) p(z) / (q(path | x0) q(z | x0))] for one random reveal path per sequence.
+def trajectory_log_weights(
+  model, params, x0, key, schedule: Schedule, nfe: int, per_block: bool = False, proposal: str = "posterior"
+) -> jax.Array:
+  """log [p(x0, path | z) p(z) / (q(path | x0) q(z | x0))] for one random reveal path per block.
 
   The path is that of the nfe-step random-order sampler with z fixed: a uniformly random order, cut
   into the per-step counts of `remaining_masked`. Since the path's distribution does not depend on
   x0, the weight is sum_steps sum_{i revealed} log p(x0_i | x_t, z) + log p(z) - log q(z | x0).
-  -E[weight] is the finite-step bound (b) of the design note for that sampler; with nfe = length
-  (one token a step) it is the any-order autoregressive form of the continuous-time bound.
-  Returns [batch].
+  -E[weight] is the finite-step bound (b) of the design note for that sampler; with nfe = the block's
+  length (one token a step) it is the any-order autoregressive form of the continuous-time bound.
+  For a block model, nfe counts the steps of each block, every block follows its own path with its
+  own z_b against the clean blocks before it, and all blocks advance together in one denoiser call
+  per step. Returns the sequence's weight [batch], or with per_block the weight of each block
+  [batch, blocks] (they add up to the sequence's). proposal picks q(z | x0) (`bound_proposal`).
   """
   batch, length = x0.shape
+  blocks, size = networks.block_layout(length, model.block_size)
   order_key, z_key = jax.random.split(key)
-  log_w, z = jnp.zeros((batch,)), None
+  log_w, z = jnp.zeros((batch, blocks)), None
   if model.latent_dim > 0:
-    posterior = global_posterior(model, params, x0)
+    posterior = bound_proposal(model, params, x0, proposal)
     z = networks.sample_gaussian(posterior, z_key)
     log_w = networks.prior_log_prob(z) - networks.gaussian_log_prob(posterior, z)
-  # rank[b, i]: the position of token i in a uniformly random order
-  rank = jnp.argsort(jax.random.uniform(order_key, x0.shape), axis=-1).argsort(axis=-1)
-  still_masked = remaining_masked(schedule, jnp.full((batch,), length), nfe)  # [nfe + 1, batch]
+    log_w = log_w.reshape(batch, blocks)
+  # rank[b, k, i]: the place of token i of block k in a uniformly random order of that block
+  rank = jnp.argsort(jax.random.uniform(order_key, (batch, blocks, size)), axis=-1).argsort(axis=-1)
+  still_masked = remaining_masked(schedule, jnp.full((batch,), size), nfe)[:, :, None, None]
 
   def step(j, log_w):
-    masked = rank < still_masked[j][:, None]  # the first `still_masked` tokens of the order
-    revealed = masked & ~(rank < still_masked[j + 1][:, None])
-    t = jnp.full((batch,), 1.0 - j / nfe)
-    logits = _denoise(model, params, jnp.where(masked, model.vocab_size, x0), t, z, None, False)
-    return log_w - masked_cross_entropy(logits, x0, revealed)
+    masked = rank < still_masked[j]  # the first `still_masked` tokens of each block's order
+    revealed = (masked & ~(rank < still_masked[j + 1])).reshape(batch, length)
+    masked = masked.reshape(batch, length)
+    t = jnp.full((batch, blocks) if blocks > 1 else (batch,), 1.0 - j / nfe)
+    x_t = jnp.where(masked, model.vocab_size, x0)
+    logits = _denoise(model, params, x_t, t, z, None, False, x0)
+    return log_w - masked_cross_entropy(logits, x0, revealed, blocks).reshape(batch, blocks)
 
-  return jax.lax.fori_loop(0, nfe, step, log_w)
+  log_w = jax.lax.fori_loop(0, nfe, step, log_w)
+  return log_w if per_block else jnp.sum(log_w, axis=-1)
 
 
 def iwae_bound(log_weights: jax.Array) -> jax.Array:
-  """-log (1/K sum_k exp(log_w_k)) from [K, batch] log-weights: [batch]. Valid for any K >= 1."""
+  """-log (1/K sum_k exp(log_w_k)) from [K, batch, ...] log-weights: [batch, ...]. Valid for any K >= 1.
+
+  For a block model the weights are per block ([K, batch, blocks]): each block's conditional
+  likelihood p(x0_b | x0_<b) is bounded separately and the bounds add up over blocks.
+  """
   k = log_weights.shape[0]
   return -(jax.nn.logsumexp(log_weights, axis=0) - math.log(k))

@@ -3,8 +3,9 @@
 Each DIR is a run's workdir (holding results.json) or a compare workdir (whose runs are its
 subdirectories). Synthetic runs: two tables, sample quality (accuracy and KL at each NFE) and likelihood
 (every bound, the entropy of the set, and the training loss). Sudoku runs: % of held-out puzzles solved
-per decoder and NFE, and for an MDM and a VMD run the paired difference with its 95% interval. The
-columns are those present in the results; nothing is typed in.
+per decoder and NFE, and for an MDM and a VMD run the paired difference with its 95% interval. Text
+runs: the bounds in bits per token and perplexity. The columns are those present in the results;
+nothing is typed in.
 """
 
 import json
@@ -38,7 +39,10 @@ def _cell(result: dict, column: str) -> str:
 def _table(results: dict[str, dict], columns: list[str], headers: list[str]) -> str:
   lines = ["| dataset | method | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(columns))]
   for result in results.values():
-    cells = [result.get("dataset", "?"), result.get("method", "?"), str(result.get("steps", "?"))]
+    dataset = result.get("dataset", "?")
+    if result.get("block_size"):
+      dataset += f", block {result['block_size']}"
+    cells = [dataset, result.get("method", "?"), str(result.get("steps", "?"))]
     lines.append("| " + " | ".join(cells + [_cell(result, c) for c in columns]) + " |")
   return "\n".join(lines)
 
@@ -149,10 +153,40 @@ def load(directories: list[str]) -> dict[str, dict]:
   return results
 
 
+def _nfe_order(key: str) -> tuple[str, int]:
+  """Sort key of a result name: its text before '@nfe', then N as a number (nfe8 before nfe16)."""
+  head, _, tail = key.partition("@nfe")
+  return head, int("".join(c for c in tail if c.isdigit()) or 0)
+
+
+def text_table(results: dict[str, dict]) -> str:
+  """Markdown: per text run, the bits-per-token bounds ± s.e. (bpc_bound first), the perplexity bound,
+  the training loss and the sampler's tokens/s at NFE = length (one token a step)."""
+  keys = set().union(*(r.keys() for r in results.values()))
+  others = [k for k in keys if k.endswith("bits_per_token") and k != "nelbo_bits_per_token"]
+  bounds = ["bpc_bound"] + sorted(others, key=_nfe_order)
+  headers = [b.replace("_bits_per_token", "") for b in bounds]
+  headers += ["ppl_bound", "loss (nats/token, not a bound)", "tokens/s, NFE = length"]
+  lines = ["| method | block | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(headers))]
+  for result in results.values():
+    cells = [result.get("method", "?"), str(result.get("block_size", 0)), str(result.get("steps", "?"))]
+    cells += [_cell(result, c) for c in bounds + ["ppl_bound", "loss"]]
+    speed = result.get(f"samples_tokens_per_s@nfe{result.get('length')}")
+    cells.append("-" if speed is None else f"{speed:.0f}")
+    lines.append("| " + " | ".join(cells) + " |")
+  return (
+    "Text: upper bounds on NLL in bits per token (per character at character level) ± standard error\n\n"
+    + "\n".join(lines)
+  )
+
+
 def main(directories: list[str]) -> str:
   """The tables for the runs in directories: Sudoku accuracy (with the paired VMD - MDM difference
-  when both runs of one comparison are there), or the synthetic sample and likelihood tables."""
+  when both runs of one comparison are there), the text bounds, or the synthetic sample and likelihood
+  tables."""
   results = load(directories)
+  if all("bpc_bound" in r for r in results.values()):
+    return text_table(results)
   if not all("n_test" in r for r in results.values()):
     return comparison_table(results)
   text = sudoku_table(results)

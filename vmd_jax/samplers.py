@@ -10,6 +10,14 @@ and 'margin' reveal the positions where the denoiser is most confident first.
 For VMD the denoiser is conditioned on z ~ N(0, I), drawn once per sequence ('fixed', as the VMD
 paper samples) or anew at every step ('per_step', as VADD does); for the MDM latent_dim = 0 and the
 denoiser gets z = None.
+
+Remasking (remask_eta > 0, in the manner of ReMDM's capped schedule): at step j a share
+sigma_j = min(eta, (1 - alpha(t_{j+1})) / alpha(t_j)) of the tokens the sampler has revealed so far,
+chosen uniformly, is masked again, and as many more masked positions are revealed, so the number of
+masks after each step still follows the schedule; the last step remasks nothing.
+
+`make_block_sampler` generates block diffusion models: blocks left to right, each with the steps above
+against the clean blocks before it, whose keys and values are cached (or recomputed, for reference).
 """
 
 from collections.abc import Callable
@@ -98,8 +106,10 @@ def _choose(registry: dict[str, Any], option: str, name: str) -> Any:
   return registry[name]
 
 
-def _check_numbers(nfe: int, temperature: float, gumbel_scale: float, latent_dim: int) -> None:
+def _check_numbers(nfe: int, temperature: float, gumbel_scale: float, latent_dim: int, remask_eta: float):
   """Raise a ConfigError for a numeric sampler option out of range."""
+  if not 0.0 <= remask_eta <= 1.0:
+    raise ConfigError(f"remask_eta must be in [0, 1], got {remask_eta}")
   if nfe < 1:
     raise ConfigError(f"nfe must be at least 1, got {nfe}")
   if temperature <= 0:
@@ -132,6 +142,88 @@ def _reveal(
   return jnp.where(reveal, candidates, x), jnp.where(reveal, step, reveal_step)
 
 
+def _remask(x, sampled, num_remask, key, mask_id):
+  """Mask again num_remask [batch] uniformly chosen positions of `sampled` [batch, n] (revealed by the
+  sampler, not given) in x [batch, n]."""
+  score = jnp.where(sampled, jax.random.uniform(key, x.shape), -jnp.inf)
+  rank = jnp.argsort(jnp.argsort(-score, axis=-1), axis=-1)
+  return jnp.where(sampled & (rank < num_remask[:, None]), mask_id, x)
+
+
+class _Steps(NamedTuple):
+  """The options of the reveal loop shared by every sampler."""
+
+  nfe: int
+  mask_id: int
+  schedule: Schedule
+  score_fn: Callable[[jax.Array, jax.Array], jax.Array]
+  token_fn: Callable[[jax.Array, jax.Array, float], jax.Array]
+  z_key_fn: Callable[[jax.Array, jax.Array], jax.Array]
+  temperature: float
+  gumbel_scale: float
+  latent_dim: int
+  remask_eta: float
+
+
+def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0):
+  """Run opts.nfe reveal steps on x_init [batch, n]: logits_fn(x, t [batch], z) -> [batch, n, vocab].
+
+  z is drawn from z_key (under opts.z_key_fn), everything else from loop_key. Returns (tokens,
+  reveal_step) [batch, n]; reveal steps are numbered from first_step.
+  """
+  batch = x_init.shape[0]
+  x_init = x_init.astype(jnp.int32)
+  given = x_init != opts.mask_id
+  remaining = remaining_masked(opts.schedule, jnp.sum(~given, axis=-1), opts.nfe)  # [nfe + 1, batch]
+  alpha = opts.schedule.alpha
+
+  def step(j, carry):
+    x, reveal_step = carry
+    keys = jax.random.split(jax.random.fold_in(loop_key, j), 4)
+    z = None
+    if opts.latent_dim > 0:
+      z = jax.random.normal(opts.z_key_fn(z_key, j), (batch, opts.latent_dim))
+    t = jnp.full((batch,), 1.0 - j / opts.nfe, jnp.float32)
+    logits = logits_fn(x, t, z)  # [batch, n, vocab]
+    candidates = opts.token_fn(logits, keys[0], opts.temperature)  # [batch, n]
+    score = opts.score_fn(logits, keys[1])  # [batch, n]
+    if opts.gumbel_scale > 0:
+      score = score + opts.gumbel_scale * jax.random.gumbel(keys[2], score.shape)
+    num_remask = jnp.zeros((batch,), jnp.int32)
+    if opts.remask_eta > 0:
+      s = 1.0 - (j + 1) / opts.nfe
+      sigma = jnp.minimum(opts.remask_eta, (1.0 - alpha(s)) / alpha(1.0 - j / opts.nfe))
+      sampled = (x != opts.mask_id) & ~given
+      num_remask = jnp.floor(sigma * jnp.sum(sampled, axis=-1)).astype(jnp.int32)
+      num_remask = jnp.minimum(num_remask, remaining[j + 1])  # never more masks than the schedule keeps
+    num_reveal = jnp.sum(x == opts.mask_id, axis=-1) - remaining[j + 1] + num_remask  # [batch]
+    new_x, reveal_step = _reveal(x, reveal_step, candidates, score, num_reveal, first_step + j, opts.mask_id)
+    if opts.remask_eta > 0:
+      new_x = _remask(new_x, (x != opts.mask_id) & ~given, num_remask, keys[3], opts.mask_id)
+    return new_x, reveal_step
+
+  return jax.lax.fori_loop(0, opts.nfe, step, (x_init, jnp.full_like(x_init, -1)))
+
+
+def _step_options(
+  nfe, mask_id, schedule, order, token_rule, temperature, gumbel_scale, latent_dim, z_policy, remask_eta
+) -> _Steps:
+  """Check the options and resolve their names (ConfigError for a bad one)."""
+  _check_numbers(nfe, temperature, gumbel_scale, latent_dim, remask_eta)
+  return _Steps(
+    nfe=nfe,
+    mask_id=mask_id,
+    schedule=schedule,
+    score_fn=_choose(ORDERS, "order", order),
+    token_fn=_choose(TOKEN_RULES, "token_rule", token_rule),
+    z_key_fn=_choose(Z_POLICIES, "z_policy", z_policy),
+    temperature=temperature,
+    gumbel_scale=gumbel_scale,
+    latent_dim=latent_dim,
+    remask_eta=remask_eta,
+  )
+
+
 def make_sampler(
   denoise_fn: DenoiseFn,
   *,
@@ -144,43 +236,136 @@ def make_sampler(
   gumbel_scale: float = 0.0,
   latent_dim: int = 0,
   z_policy: str = "fixed",
+  remask_eta: float = 0.0,
 ) -> Callable[[Any, jax.Array, jax.Array], SampleResult]:
   """A jitted sampler (params, key, x_init [batch, length] int32) -> SampleResult.
 
   x_init has mask_id at the positions to generate and given tokens (clues, prompts) elsewhere, which
   are kept. The sampler makes exactly nfe denoiser calls, at t_j = 1 - j/nfe for j = 0..nfe-1, and
   after step j leaves remaining_masked(schedule, m, nfe)[j + 1] positions of a row masked, where m is
-  the row's initial number of masks. Raises ConfigError for an unknown order, token_rule or z_policy,
-  a number out of range, or (at the first call) nfe > length.
+  the row's initial number of masks. remask_eta > 0 turns remasking on (module docstring). Raises
+  ConfigError for an unknown order, token_rule or z_policy, a number out of range, or (at the first
+  call) nfe > length.
   """
-  score_fn = _choose(ORDERS, "order", order)
-  token_fn = _choose(TOKEN_RULES, "token_rule", token_rule)
-  z_key_fn = _choose(Z_POLICIES, "z_policy", z_policy)
-  _check_numbers(nfe, temperature, gumbel_scale, latent_dim)
+  opts = _step_options(
+    nfe, mask_id, schedule, order, token_rule, temperature, gumbel_scale, latent_dim, z_policy, remask_eta
+  )
+
+  @jax.jit
+  def sample(params: Any, key: jax.Array, x_init: jax.Array) -> SampleResult:
+    if nfe > x_init.shape[1]:
+      raise ConfigError(f"nfe must be at most the sequence length {x_init.shape[1]}, got {nfe}")
+    logits_fn = lambda x, t, z: denoise_fn(params, x, t, z)  # noqa: E731
+    return SampleResult(*_reveal_loop(opts, logits_fn, x_init, *jax.random.split(key)))
+
+  return sample
+
+
+class BlockModelFns(NamedTuple):
+  """The pure functions of a block diffusion model that the block sampler calls.
+
+  denoise(params, x_t [batch, L], t [batch, blocks], z [batch, blocks, d] or None, context [batch, L])
+    -> logits [batch, L, vocab]: the whole-sequence denoiser (the uncached path).
+  denoise_cached(params, x_block [batch, k], t [batch], z [batch, d] or None, cache, offset)
+    -> logits [batch, k, vocab]: one noisy block against the cached clean blocks before `offset`.
+  cache_block(params, x0_block [batch, k], cache, offset) -> per layer (keys, values), each
+    [batch, k, heads, head_dim]: the clean block at `offset`.
+  empty_cache(batch, length) -> per layer (keys, values), each [batch, length, heads, head_dim] zeros.
+  """
+
+  denoise: Callable[..., jax.Array]
+  denoise_cached: Callable[..., jax.Array]
+  cache_block: Callable[..., Any]
+  empty_cache: Callable[[int, int], Any]
+
+
+BLOCK_Z_POLICIES = ("fresh", "shared")
+
+
+def make_block_sampler(
+  fns: BlockModelFns,
+  *,
+  block_size: int,
+  nfe_per_block: int,
+  mask_id: int,
+  schedule: Schedule,
+  order: str = "random",
+  token_rule: str = "sample",
+  temperature: float = 1.0,
+  gumbel_scale: float = 0.0,
+  latent_dim: int = 0,
+  z_policy: str = "fixed",
+  block_z: str = "fresh",
+  remask_eta: float = 0.0,
+  cached: bool = True,
+) -> Callable[[Any, jax.Array, jax.Array], SampleResult]:
+  """A jitted block sampler (params, key, x_init [batch, L]) -> SampleResult, L a multiple of block_size.
+
+  Blocks are generated left to right; block b runs the nfe_per_block steps of `make_sampler` (same
+  options) against the clean blocks before it, then becomes clean itself. Given tokens of x_init (a
+  prompt, anywhere) are kept. block_z: 'fresh' draws an independent z_b ~ N(0, I) for every block (the
+  model's prior), 'shared' uses one z for all blocks; z_policy then applies within a block. cached: keep
+  the keys and values of finished blocks (each block's clean tokens pass through the network once);
+  otherwise every denoiser call runs the whole sequence (same logits, for reference and benchmarks).
+  reveal_step counts steps over the whole run (block b's steps are b * nfe_per_block + j).
+  """
+  opts = _step_options(
+    nfe_per_block,
+    mask_id,
+    schedule,
+    order,
+    token_rule,
+    temperature,
+    gumbel_scale,
+    latent_dim,
+    z_policy,
+    remask_eta,
+  )
+  if block_z not in BLOCK_Z_POLICIES:
+    raise ConfigError(f"unknown block_z {block_z!r}: choose one of {', '.join(BLOCK_Z_POLICIES)}")
+  if block_size < 1 or nfe_per_block > block_size:
+    raise ConfigError(f"need 1 <= nfe per block ({nfe_per_block}) <= block size ({block_size})")
 
   @jax.jit
   def sample(params: Any, key: jax.Array, x_init: jax.Array) -> SampleResult:
     batch, length = x_init.shape
-    if nfe > length:
-      raise ConfigError(f"nfe must be at most the sequence length {length}, got {nfe}")
-    x_init = x_init.astype(jnp.int32)
-    remaining = remaining_masked(schedule, jnp.sum(x_init == mask_id, axis=-1), nfe)  # [nfe + 1, batch]
+    if length % block_size:
+      raise ConfigError(f"the sequence length {length} is not a multiple of the block size {block_size}")
+    blocks = length // block_size
     z_key, loop_key = jax.random.split(key)
 
-    def step(j: jax.Array, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-      x, reveal_step = carry
-      token_key, order_key, gumbel_key = jax.random.split(jax.random.fold_in(loop_key, j), 3)
-      z = jax.random.normal(z_key_fn(z_key, j), (batch, latent_dim)) if latent_dim > 0 else None
-      t = jnp.full((batch,), 1.0 - j / nfe, jnp.float32)
-      logits = denoise_fn(params, x, t, z)  # [batch, length, vocab]
-      candidates = token_fn(logits, token_key, temperature)  # [batch, length]
-      score = score_fn(logits, order_key)  # [batch, length]
-      if gumbel_scale > 0:
-        score = score + gumbel_scale * jax.random.gumbel(gumbel_key, score.shape)
-      num_reveal = jnp.sum(x == mask_id, axis=-1) - remaining[j + 1]  # [batch]
-      return _reveal(x, reveal_step, candidates, score, num_reveal, j, mask_id)
+    def one_block(b, carry):
+      x, reveal_step, cache = carry
+      offset = b * block_size
+      block_z_key = jax.random.fold_in(z_key, b) if block_z == "fresh" else z_key
+      x_block = jax.lax.dynamic_slice_in_dim(x, offset, block_size, axis=1)
 
-    tokens, reveal_step = jax.lax.fori_loop(0, nfe, step, (x_init, jnp.full_like(x_init, -1)))
+      def logits_fn(xb, t, z):
+        if cached:
+          return fns.denoise_cached(params, xb, t, z, cache, offset)
+        x_t = jnp.full_like(x, mask_id)
+        x_t = jax.lax.dynamic_update_slice_in_dim(x_t, xb, offset, axis=1)
+        t_all = jnp.broadcast_to(t[:, None], (batch, blocks))
+        z_all = None if z is None else jnp.broadcast_to(z[:, None], (batch, blocks, z.shape[-1]))
+        logits = fns.denoise(params, x_t, t_all, z_all, x)
+        return jax.lax.dynamic_slice_in_dim(logits, offset, block_size, axis=1)
+
+      block_loop_key = jax.random.fold_in(loop_key, b)
+      done, steps = _reveal_loop(opts, logits_fn, x_block, block_z_key, block_loop_key, b * nfe_per_block)
+      x = jax.lax.dynamic_update_slice_in_dim(x, done, offset, axis=1)
+      reveal_step = jax.lax.dynamic_update_slice_in_dim(reveal_step, steps, offset, axis=1)
+      if cached:
+        kvs = fns.cache_block(params, done, cache, offset)
+        cache = jax.tree.map(
+          lambda full, new: jax.lax.dynamic_update_slice_in_dim(full, new.astype(full.dtype), offset, axis=1),
+          cache,
+          kvs,
+        )
+      return x, reveal_step, cache
+
+    cache = fns.empty_cache(batch, length) if cached else None
+    init = (x_init.astype(jnp.int32), jnp.full(x_init.shape, -1, jnp.int32), cache)
+    tokens, reveal_step, _ = jax.lax.fori_loop(0, blocks, one_block, init)
     return SampleResult(tokens=tokens, reveal_step=reveal_step)
 
   return sample

@@ -61,6 +61,8 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
   m = config.model
   if length > m.max_length:
     raise ConfigError(f"model.max_length={m.max_length} is shorter than the data's length {length}")
+  if m.block_size and length % m.block_size:
+    raise ConfigError(f"model.block_size={m.block_size} does not divide the data's length {length}")
   dtype = compute_dtype(m.dtype)
   denoiser = Denoiser(
     vocab_size=vocab_size,
@@ -73,6 +75,7 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
     latent_dim=m.latent_dim,
     time_conditioning=m.time_conditioning,
     latent_per_position=m.latent_per_position,
+    block_size=m.block_size,
     dtype=dtype,
   )
   encoder = None
@@ -86,6 +89,8 @@ def build_model(config, vocab_size: int, length: int) -> VMDModel:
       num_heads=m.num_heads,
       mlp_ratio=m.mlp_ratio,
       init_log_std=m.encoder_init_log_std,
+      block_size=m.block_size,
+      sees_prefix=m.encoder_sees_prefix,
       dtype=dtype,
     )
   return VMDModel(denoiser=denoiser, encoder=encoder)

@@ -6,16 +6,17 @@ permutation of the examples, so a run resumed at step s sees exactly the batches
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from vmd_jax import distributed
-from vmd_jax.data import sequences, sudoku, synthetic
+from vmd_jax.data import sequences, sudoku, synthetic, text
 from vmd_jax.data.synthetic import Distribution
 from vmd_jax.errors import DataError
 
-NAMES = synthetic.NAMES + ("sequences", "sudoku", "sudoku_file")
+NAMES = synthetic.NAMES + ("sequences", "sudoku", "sudoku_file") + text.NAMES
 
 # Examples decoded per data-source call: few calls, yet a bounded list of decoded dicts at a time.
 _READ_CHUNK = 65536
@@ -32,6 +33,7 @@ class Dataset:
   distribution: Distribution | None  # the exact distribution of a synthetic set; None for user data
   train_given: np.ndarray | None = None  # [num_train, length] bool: clues, never masked (Sudoku)
   test_given: np.ndarray | None = None  # [num_test, length] bool
+  decode: Callable[[np.ndarray], str] | None = None  # token ids [length] -> text (text datasets)
 
   @property
   def length(self) -> int:
@@ -59,10 +61,12 @@ def load(data_config) -> Dataset:
 
   data_config has attributes name, p, num_train, num_test, seed, data_dir (None: the tfds default),
   path, test_fraction and vocab_size; the synthetic sets use the first six, 'sequences' the last three
-  plus seed and data_dir; 'sudoku' and 'sudoku_file' are described in vmd_jax/data/sudoku.py. With
-  several processes, process 0 prepares and the others then read.
+  plus seed and data_dir; 'sudoku' and 'sudoku_file' are described in vmd_jax/data/sudoku.py, 'text8'
+  and 'text_file' (also seq_length and level) in vmd_jax/data/text.py. With several processes, process 0
+  prepares and the others then read. Tokens are int32 whatever the stored dtype.
   """
   name = data_config.name
+  decode = None  # token ids -> text, for the text datasets
   if name in synthetic.NAMES:
     dist = synthetic.distribution(name, data_config.p)
     builder = distributed.once(
@@ -94,17 +98,21 @@ def load(data_config) -> Dataset:
   elif name in ("sudoku", "sudoku_file"):
     dist, vocab_size = None, sudoku.VOCAB_SIZE
     builder = distributed.once("prepare_data", lambda: sudoku.prepare(data_config))
+  elif name in text.NAMES:
+    dist = None
+    builder, vocab_size, decode = distributed.once("prepare_data", lambda: text.prepare(data_config))
   else:
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
   train, test = _read_split(builder, "train"), _read_split(builder, "test")
   return Dataset(
     name=name,
-    train=train["tokens"],
-    test=test["tokens"],
+    train=train["tokens"].astype(np.int32, copy=False),
+    test=test["tokens"].astype(np.int32, copy=False),
     vocab_size=vocab_size,
     distribution=dist,
     train_given=train.get("given"),
     test_given=test.get("given"),
+    decode=decode,
   )
 
 

@@ -1,0 +1,258 @@
+"""Tests of the text datasets: text8 from a local zip, a local text file or folder, and the integration."""
+
+import importlib.util
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from vmd_jax import defaults
+from vmd_jax.data import pipeline, text
+from vmd_jax.errors import ConfigError, DataError
+
+SEQ = 64
+
+
+pytestmark = pytest.mark.usefixtures("no_network")  # a tfds download attempt fails at once
+
+
+def _config(data_dir, name, path, **overrides):
+  """The library defaults with a text dataset, small examples and a private tfds dir."""
+  config = defaults.base_config()
+  config.data.name = name
+  config.data.path = str(path)
+  config.data.data_dir = str(data_dir)
+  config.data.seq_length = SEQ
+  for field, value in overrides.items():
+    config.data[field] = value
+  return config
+
+
+def _text8_corpus(num_chars: int = 20_000) -> str:
+  """Words of random letters separated by single spaces, with text8's leading space."""
+  rng = np.random.default_rng(0)
+  words, total = [], 0
+  while total < num_chars:
+    words.append("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(1, 10))))
+    total += len(words[-1]) + 1
+  return (" " + " ".join(words))[:num_chars]
+
+
+def _write_zip(path, content: str, member: str = "text8"):
+  with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    archive.writestr(member, content)
+  return path
+
+
+def _decoded(builder, split: str, decode) -> str:
+  return "".join(decode(row) for row in pipeline._read_split(builder, split)["tokens"])
+
+
+# --- text8 ---
+
+
+def test_text8_zip_splits_90_5_5_and_decodes_back(tmp_path):
+  corpus = _text8_corpus()  # 20,000 characters: 18,000 / 1,000 / 1,000
+  path = _write_zip(tmp_path / "text8.zip", corpus)
+  builder, vocab_size, decode = text.prepare(_config(tmp_path / "tfds", "text8", path).data)
+  assert vocab_size == 27 and decode(np.array([0, 1, 26, 27])) == " az\ufffd"  # 27: the mask id
+  sizes = {split: builder.info.splits[split].num_examples for split in ("train", "validation", "test")}
+  assert sizes == {"train": 18_000 // SEQ, "validation": 1_000 // SEQ, "test": 1_000 // SEQ}
+  for split, (start, stop) in text.text8_bounds(len(corpus)).items():
+    kept = (stop - start) // SEQ * SEQ  # the remainder of each split is dropped
+    assert _decoded(builder, split, decode) == corpus[start : start + kept]
+  assert text.text8_bounds(100_000_000) == {
+    "train": (0, 90_000_000),
+    "validation": (90_000_000, 95_000_000),
+    "test": (95_000_000, 100_000_000),
+  }
+
+
+def test_text8_from_a_folder_and_through_the_pipeline(tmp_path):
+  corpus = _text8_corpus()
+  (tmp_path / "zipped").mkdir()
+  _write_zip(tmp_path / "zipped" / "text8.zip", corpus)
+  (tmp_path / "plain").mkdir()
+  (tmp_path / "plain" / "text8").write_text(corpus)
+  datasets = [
+    pipeline.load(_config(tmp_path / "tfds", "text8", tmp_path / f).data) for f in ("zipped", "plain")
+  ]
+  for data in datasets:
+    assert data.train.dtype == np.int32 and data.test.dtype == np.int32
+    assert data.train.shape == (18_000 // SEQ, SEQ) and data.test.shape == (1_000 // SEQ, SEQ)
+    assert data.vocab_size == 27 and data.distribution is None and data.length == SEQ
+    assert data.decode(data.train[0]) == corpus[:SEQ]
+    assert data.decode(data.test[-1]) == corpus[19_000 + 14 * SEQ : 19_000 + 15 * SEQ]
+  np.testing.assert_array_equal(datasets[0].train, datasets[1].train)
+
+
+def test_text8_download_route_reads_the_extracted_file(tmp_path):
+  """The download branch, with a stand-in download manager (the real one is never called in tests)."""
+  (tmp_path / "extracted").mkdir()
+  (tmp_path / "extracted" / "text8").write_text(_text8_corpus(2_000))
+
+  class Downloads:
+    def download_and_extract(self, url):
+      assert url == text.TEXT8_URL
+      return tmp_path / "extracted"
+
+  config = text.Text8Config(name=f"download_l{SEQ}", path=None, seq_length=SEQ)
+  builder = text.Text8(config=config, data_dir=str(tmp_path / "tfds"), file_format="array_record")
+  splits = builder._split_generators(Downloads())
+  assert [sum(1 for _ in splits[s]) for s in ("train", "validation", "test")] == [1_800 // SEQ, 1, 1]
+
+
+@pytest.mark.parametrize(
+  "content, message",
+  [
+    ("hello world\n", r"character '\\n' at offset 11 is outside text8's alphabet"),
+    ("Hello", "character 'H' at offset 0"),
+    ("caf\u00e9", "byte 0xc3 at offset 3"),
+    ("", "empty"),
+  ],
+)
+def test_text8_rejects_bad_corpora_before_any_tfds_work(tmp_path, content, message):
+  path = _write_zip(tmp_path / "text8.zip", content)
+  with pytest.raises(DataError, match=message) as info:
+    text.prepare(_config(tmp_path / "tfds", "text8", path).data)
+  assert "\n" not in str(info.value) and "text8.zip" in str(info.value)
+  assert not (tmp_path / "tfds").exists()
+
+
+def test_text8_rejects_missing_and_malformed_sources(tmp_path):
+  with pytest.raises(DataError, match="not found"):
+    text.prepare(_config(tmp_path / "tfds", "text8", tmp_path / "nope.zip").data)
+  with pytest.raises(DataError, match="neither text8.zip nor text8"):
+    text.prepare(_config(tmp_path / "tfds", "text8", tmp_path).data)
+  with pytest.raises(DataError, match="no file named text8"):
+    text.prepare(_config(tmp_path / "tfds", "text8", _write_zip(tmp_path / "t.zip", "abc", "other")).data)
+  with pytest.raises(DataError, match=r"the validation split \(50 of 1000 characters\) is shorter than"):
+    text.prepare(_config(tmp_path / "tfds", "text8", _write_zip(tmp_path / "t8.zip", "a" * 1000)).data)
+
+
+# --- a local text file or folder ---
+
+
+def _folder(
+  tmp_path, first="Première ligne — naïve café.\n", second="Second file: 🙂 emoji and plain ASCII."
+):
+  """A folder of two files, one nested, in sorted order 'a.txt' then 'sub/b.md'; and its corpus."""
+  root = tmp_path / "corpus"
+  (root / "sub").mkdir(parents=True, exist_ok=True)
+  (root / "sub" / "b.md").write_text(second * 20, encoding="utf-8")
+  (root / "a.txt").write_text(first * 20, encoding="utf-8")
+  return root, first * 20 + "\n" + second * 20
+
+
+@pytest.mark.parametrize("level", ["char", "byte"])
+def test_text_file_folder_round_trips_through_decode(tmp_path, level):
+  root, corpus = _folder(tmp_path)
+  config = _config(tmp_path / "tfds", "text_file", root, level=level, test_fraction=0.2)
+  data = pipeline.load(config.data)
+  assert data.train.dtype == np.int32 and data.length == SEQ
+  tokens = np.concatenate([data.train, data.test]).reshape(-1)  # [num_examples * SEQ], in corpus order
+  num_tokens = len(corpus) if level == "char" else len(corpus.encode("utf-8"))
+  num_examples = num_tokens // SEQ
+  assert (
+    len(data.test) == int(np.ceil(0.2 * num_examples)) and len(data.train) + len(data.test) == num_examples
+  )
+  if level == "char":
+    assert data.vocab_size == len(set(corpus))
+    assert data.decode(tokens) == corpus[: num_examples * SEQ]
+    assert data.decode(np.array([data.vocab_size])) == "\ufffd"
+  else:
+    assert data.vocab_size == 256
+    kept = corpus.encode("utf-8")[: num_examples * SEQ]
+    assert bytes(tokens.astype(np.uint8)) == kept
+    assert data.decode(tokens) == kept.decode("utf-8", errors="replace")
+
+
+def test_text_file_is_keyed_by_content_and_options(tmp_path):
+  root, _ = _folder(tmp_path)
+  config = _config(tmp_path / "tfds", "text_file", root)
+  first, _, _ = text.prepare(config.data)
+  config.data.seq_length = 32
+  assert text.prepare(config.data)[0].builder_config.name != first.builder_config.name
+  config.data.seq_length = SEQ
+  _folder(tmp_path, first="Edited first file, so the corpus changes.\n")
+  second, vocab_size, decode = text.prepare(config.data)
+  assert second.builder_config.name != first.builder_config.name
+  assert decode(pipeline._read_split(second, "train")["tokens"][0]).startswith("Edited first file")
+
+
+def test_text_file_rejects_bad_corpora(tmp_path):
+  def prepare(path, level="char"):
+    return text.prepare(_config(tmp_path / "tfds", "text_file", path, level=level).data)
+
+  with pytest.raises(DataError, match="text path not found"):
+    prepare(tmp_path / "missing.txt")
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / "blank.txt").write_text("")
+  with pytest.raises(DataError, match="empty"):
+    prepare(tmp_path / "empty")
+  (tmp_path / "short.txt").write_text("x" * (2 * SEQ - 1))
+  with pytest.raises(DataError, match="too few for one train and one test example"):
+    prepare(tmp_path / "short.txt")
+  (tmp_path / "latin1.txt").write_bytes("café ".encode("latin-1") * 100)
+  with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text"):
+    prepare(tmp_path / "latin1.txt")
+  assert prepare(tmp_path / "latin1.txt", level="byte")[1] == 256  # any bytes are fine at byte level
+  config = _config(tmp_path / "tfds", "text_file", tmp_path / "short.txt", level="word")
+  with pytest.raises(ConfigError, match="data.level"):
+    text.prepare(config.data)
+  with pytest.raises(ConfigError, match="data.level"):
+    defaults.validate(config)
+
+
+# --- GPT-2 subwords (optional extra) ---
+
+
+def test_subword_level_round_trips_a_sentence(tmp_path):
+  tokenizer = text.gpt2_tokenizer()
+  sentence = "That's my beautiful and sweet string"
+  ids = tokenizer.encode(sentence)
+  np.testing.assert_array_equal(ids, [2504, 338, 616, 4950, 290, 6029, 4731])  # GPT-2's ids
+  assert tokenizer.encode(" gazed").tolist() == [50255]  # the last merge is kept
+  unicode = "Naïve café — 🙂, 1234 and  two  spaces.\n"
+  assert tokenizer.decode(tokenizer.encode(unicode)) == unicode
+  root, corpus = _folder(tmp_path)
+  data = pipeline.load(_config(tmp_path / "tfds", "text_file", root, level="subword", seq_length=16).data)
+  assert data.vocab_size == 50257 and data.train.dtype == np.int32 and data.train.max() < 50257
+  together = data.decode(np.concatenate([data.train, data.test]).reshape(-1))
+  assert corpus.startswith(together) and len(together) > len(corpus) - 100
+
+
+def test_subword_level_names_the_extra_when_its_package_is_missing(monkeypatch):
+  monkeypatch.setattr(text.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ConfigError, match=r"pip install -e '\.\[text\]'"):
+    text.GPT2Tokenizer()
+
+
+# --- the HTML-to-text converter for building a corpus ---
+
+
+def test_html_to_text_keeps_prose_and_drops_markup(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+    "html_to_text", os.path.join(REPO, "launch", "html_to_text.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  page = (
+    "<html><head><title>T</title><style>p {color: red}</style></head><body><nav><ul><li>Menu</li></ul></nav>"
+    "<h1>A  heading</h1><p>Some <em>emphasised</em>\n   prose &amp; more.</p><script>var x = 1;</script>"
+    "<pre><code>fn main() {}</code></pre><p>Short.</p><div>Last <span>line</span> here</div></body></html>"
+  )
+  assert (
+    module.html_to_text(page)
+    == "A heading\nSome emphasised prose & more.\nfn main() {}\nShort.\nLast line here"
+  )
+  assert module.html_to_text(page, drop_code=True, min_words=2) == (
+    "A heading\nSome emphasised prose & more.\nLast line here"
+  )
+  (tmp_path / "a.html").write_text(page)
+  module.main(
+    ["--drop-code", "-o", str(tmp_path / "out.txt"), str(tmp_path / "a.html"), str(tmp_path / "a.html")]
+  )
+  assert (tmp_path / "out.txt").read_text().count("Some emphasised prose & more.") == 2

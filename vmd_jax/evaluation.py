@@ -271,14 +271,14 @@ def evaluate_text(run, key) -> tuple[dict[str, Any], None]:
   each sample continues the first P tokens of a test sequence, which stay as they are.
   """
   config, model, dataset = run.config, run.model, run.dataset
+  num, length = config.eval.num_samples, dataset.length
+  if config.eval.prompt_length >= length:
+    raise ConfigError(f"eval.prompt_length={config.eval.prompt_length}: must be below the length {length}")
   params = run.eval_params()
   results = _common(run, key)
   results["bpc_bound"] = results["nelbo_bits_per_token"]
   results["bpc_bound_se"] = results["nelbo_bits_per_token_se"]
   results["ppl_bound"] = 2.0 ** results["bpc_bound"]
-  num, length = config.eval.num_samples, dataset.length
-  if config.eval.prompt_length >= length:
-    raise ConfigError(f"eval.prompt_length={config.eval.prompt_length}: must be below the length {length}")
   for nfe in config.eval.nfes:
     sample = sampler(model, config, nfe, length=length)
     rows = min(config.eval.batch_size, num)

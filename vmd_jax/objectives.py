@@ -213,11 +213,11 @@ def bound_proposal(model, params, x0, proposal: str = "posterior") -> networks.G
   """The distribution q(z | x0) that a bound draws z from: the encoder's `global_posterior`, or the
   prior N(0, I) itself (then the KL is zero and the bound is that of the sampler's own z ~ p(z)). Any
   q gives a valid bound; they differ in tightness."""
-  posterior = global_posterior(model, params, x0)
   if proposal == "posterior":
-    return posterior
-  if proposal == "prior":
-    zeros = jnp.zeros_like(posterior.mean)
+    return global_posterior(model, params, x0)
+  if proposal == "prior":  # the encoder's output shape, without running the encoder
+    blocks = (num_blocks(model, x0.shape[1]),) if model.block_size else ()
+    zeros = jnp.zeros((x0.shape[0], *blocks, model.latent_dim))
     return networks.GaussianPosterior(mean=zeros, log_std=zeros)
   raise ConfigError(f"unknown bound proposal {proposal!r}: choose one of {', '.join(PROPOSALS)}")
 

@@ -7,7 +7,7 @@ VMD adds a 1-block posterior encoder and a 32-dimensional z (the encoder is half
 at the cpu size, its full width at the gpu size); MDM is the same denoiser without them.
 """
 
-from vmd_jax.defaults import base_config
+from vmd_jax.tasks import base_config
 
 SIZES = {
   # size: (width, depth, heads, length, global batch, sampling batch, encoder width)
@@ -21,8 +21,7 @@ def get_config(arg: str = "cpu"):
   if arg not in SIZES:
     raise ValueError(f"unknown size {arg!r}: choose one of {sorted(SIZES)}")
   width, depth, heads, length, batch, sample_batch, encoder_width = SIZES[arg]
-  config = base_config()
-  config.task = "sequences"
+  config = base_config("sequences")
   config.data.name = "sequences"
   config.data.vocab_size = 27
   config.model.max_length = length

@@ -13,15 +13,15 @@ Evaluation: share of held-out puzzles solved with each decoder order (eval.decod
 
 import ml_collections
 
-from vmd_jax.defaults import METHODS, apply_method, base_config
+from vmd_jax.defaults import METHODS, apply_method
 from vmd_jax.errors import ConfigError
+from vmd_jax.tasks import base_config
 
 SIZES = ("cpu", "gpu")
 
 
 def _single(method: str, size: str) -> ml_collections.ConfigDict:
-  config = apply_method(base_config(), method)
-  config.task = "sudoku"
+  config = apply_method(base_config("sudoku"), method)
   config.data.name = "sudoku"
   config.data.num_test = 2_000
   config.model.max_length = 81

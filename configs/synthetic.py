@@ -6,8 +6,9 @@ block<k>: block diffusion with blocks of k tokens (d1,vmd,block2 is the paper's 
 of two tokens, each with its own z_b); NFE then counts the steps of all blocks.
 """
 
-from vmd_jax.defaults import apply_method, base_config
+from vmd_jax.defaults import apply_method
 from vmd_jax.errors import ConfigError
+from vmd_jax.tasks import base_config
 
 LENGTHS = {"pair": 2, "pair_nonuniform": 2, "pair_corr": 2, "d1": 4, "d2": 4}
 
@@ -30,8 +31,7 @@ def get_config(arg: str = "d1,vmd"):
     raise ConfigError(
       f"synthetic config arg {arg!r}: block size {block_size} must divide the length {length}"
     )
-  config = apply_method(base_config(), method)
-  config.task = "synthetic"
+  config = apply_method(base_config("synthetic"), method)
   config.data.name = dataset
   if dataset == "pair_corr":
     config.data.p = 1.0

@@ -14,10 +14,59 @@ Evaluation (task text): bits per character and perplexity bounds (results.json `
 steps of all blocks) written to the workdir, and the sampler's tokens/s.
 """
 
-from vmd_jax.defaults import METHODS, apply_method, base_config
+from vmd_jax.defaults import METHODS, apply_method
 from vmd_jax.errors import ConfigError
+from vmd_jax.tasks import base_config
 
 SIZES = ("gpu", "cpu")
+
+
+def _gpu(config, method: str) -> None:
+  """The paper's text8 scale: 12 x 768 on 256 characters, 400k steps of batch 256."""
+  config.data.name = "text8"
+  config.data.seq_length = 256
+  config.model.max_length = 256
+  config.model.width = 768  # 12 x 768, 12 heads: the paper's (and BD3-LM's) text8 scale
+  config.model.depth = 12
+  config.model.num_heads = 12
+  config.model.dropout = 0.1
+  config.model.latent_dim = 32 if method != "mdm" else 0
+  config.model.encoder_width = 768
+  config.model.encoder_depth = 2
+  config.train.steps = 400_000
+  config.train.batch_size = 256
+  config.train.learning_rate = 3e-4
+  config.train.warmup_steps = 2_500
+  config.train.log_every = 1_000
+  config.train.checkpoint_every = 10_000
+  config.eval.bound_examples = 10_000
+  config.eval.bound_draws = 16
+  config.eval.iwae_k = 8
+  config.eval.batch_size = 256
+
+
+def _cpu(config, method: str) -> None:
+  """A local corpus at character level: 4 x 128 on 64 characters, 1,500 steps of batch 32."""
+  config.data.name = "text_file"
+  config.data.level = "char"
+  config.data.seq_length = 64
+  config.model.max_length = 64
+  config.model.width = 128
+  config.model.depth = 4
+  config.model.num_heads = 4
+  config.model.latent_dim = 16 if method != "mdm" else 0
+  config.model.encoder_width = 128
+  config.model.encoder_depth = 1
+  config.train.steps = 1_500
+  config.train.batch_size = 32
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 200
+  config.train.log_every = 100
+  config.train.checkpoint_every = 500
+  config.eval.bound_examples = 500
+  config.eval.bound_draws = 16
+  config.eval.iwae_k = 4
+  config.eval.batch_size = 64
 
 
 def get_config(arg: str = "vmd,block4"):
@@ -34,54 +83,12 @@ def get_config(arg: str = "vmd,block4"):
     block_size = int(block[len("block") :])
   except ValueError:
     raise ConfigError(f"text8 config arg {arg!r}: block<k> needs an integer k") from None
-  config = apply_method(base_config(), method)
-  config.task = "text"
+  config = apply_method(base_config("text"), method)
   config.model.block_size = block_size
   config.objective.kl_warmup_steps = 1_000
   config.eval.token_rule = "sample"  # text: sampled characters for both methods
   config.eval.temperature = 1.0
-  if size == "gpu":
-    config.data.name = "text8"
-    config.data.seq_length = 256
-    config.model.max_length = 256
-    config.model.width = 768  # 12 x 768, 12 heads: the paper's (and BD3-LM's) text8 scale
-    config.model.depth = 12
-    config.model.num_heads = 12
-    config.model.dropout = 0.1
-    config.model.latent_dim = 32 if method != "mdm" else 0
-    config.model.encoder_width = 768
-    config.model.encoder_depth = 2
-    config.train.steps = 400_000
-    config.train.batch_size = 256
-    config.train.learning_rate = 3e-4
-    config.train.warmup_steps = 2_500
-    config.train.log_every = 1_000
-    config.train.checkpoint_every = 10_000
-    config.eval.bound_examples = 10_000
-    config.eval.bound_draws = 16
-    config.eval.iwae_k = 8
-    config.eval.batch_size = 256
-  else:
-    config.data.name = "text_file"
-    config.data.level = "char"
-    config.data.seq_length = 64
-    config.model.max_length = 64
-    config.model.width = 128
-    config.model.depth = 4
-    config.model.num_heads = 4
-    config.model.latent_dim = 16 if method != "mdm" else 0
-    config.model.encoder_width = 128
-    config.model.encoder_depth = 1
-    config.train.steps = 1_500
-    config.train.batch_size = 32
-    config.train.learning_rate = 1e-3
-    config.train.warmup_steps = 200
-    config.train.log_every = 100
-    config.train.checkpoint_every = 500
-    config.eval.bound_examples = 500
-    config.eval.bound_draws = 16
-    config.eval.iwae_k = 4
-    config.eval.batch_size = 64
+  (_gpu if size == "gpu" else _cpu)(config, method)
   length = config.data.seq_length
   if block_size < 1 or length % block_size:
     raise ConfigError(f"text8 config arg {arg!r}: the block size must divide the sequence length {length}")

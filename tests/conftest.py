@@ -1,11 +1,22 @@
-"""Test setup: two forced CPU devices (set before jax is imported) and small shared helpers."""
+"""Test setup: two forced CPU devices (set before jax is imported), a compilation cache shared by the
+session's processes, and small shared helpers."""
 
 import os
+import tempfile
 
+# The tests' models are tiny, so compiling is most of their time: XLA's backend optimisation is off
+# for them (and for the command lines and notebook they start), which halves it.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = (
-  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+  os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=2 {FAST_COMPILE}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for this test session, its CLI subprocesses included: the same
+# tiny models are compiled by many tests. It is new for every session, so no result depends on an
+# earlier one.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="vmd_jax_test_xla_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
@@ -40,7 +51,7 @@ TINY = [
 
 def cli_command(workdir, config, *flags, data_dir):
   """(argv, env) of `python -m vmd_jax.main` on one CPU device, with the TINY model and data."""
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=FAST_COMPILE, JAX_PLATFORMS="cpu")
   args = [sys.executable, "-m", "vmd_jax.main", f"--config={config}", f"--workdir={workdir}"]
   return args + [f"--config.data.data_dir={data_dir}", *TINY, *flags], env
 
@@ -49,6 +60,22 @@ def run_cli(workdir, config, *flags, data_dir):
   """Run the command line to completion (see cli_command): the CompletedProcess."""
   args, env = cli_command(workdir, config, *flags, data_dir=data_dir)
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_in_process(capsys, workdir, config, *flags, data_dir):
+  """The command line of cli_command run in this process, from the repository root, through
+  main.command_status (no interpreter start-up): a CompletedProcess with the captured output."""
+  from vmd_jax import main
+
+  args, _ = cli_command(workdir, config, *flags, data_dir=data_dir)
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    status = main.command_status(args[2:])
+  finally:
+    os.chdir(cwd)
+  out = capsys.readouterr()
+  return subprocess.CompletedProcess(args, status, out.out, out.err)
 
 
 def load_config(filename: str, arg: str | None = None):
@@ -100,22 +127,46 @@ def multiprocess_config(data_dir: str, npy_path: str):
 
 
 def train_steps(config, dataset, mesh, num_steps: int):
-  """num_steps train steps from a fresh state on the given mesh: (state on host, losses)."""
+  """num_steps train steps of a fresh trainer.Run (no workdir) on the given mesh: (state on host, losses)."""
   import jax
 
-  from vmd_jax import objectives, trainer
+  from vmd_jax import trainer
 
-  model = trainer.build_model(config, dataset.vocab_size, dataset.length)
-  tx = trainer.make_optimizer(config.train)
-  state = trainer.init_state(model, tx, config, dataset.length, mesh)
-  settings = objectives.settings_from_config(config.objective)
-  step_fn = trainer.make_train_step(model, tx, settings, config.train.ema_decay, mesh)
+  run = trainer.Run(config, None, dataset, mesh)
   losses = []
   for step in range(num_steps):
-    batch = trainer.global_batch(dataset.train, step, config, mesh, given=dataset.train_given)
-    state, metrics = step_fn(state, batch)
+    run.state, metrics = run.train_step(run.state, run.batch(step))
     losses.append(float(metrics["loss"]))
-  return jax.device_get(state), losses
+  return jax.device_get(run.state), losses
+
+
+def initial_params(config, dataset, mesh=None):
+  """The parameters a fresh trainer.Run of config starts from, on the host."""
+  import jax
+
+  from vmd_jax import trainer
+
+  return jax.device_get(trainer.Run(config, None, dataset, mesh).state.params)
+
+
+def assert_same_training(params_a, params_b, params_init, rtol: float = 1e-2):
+  """Two trainings that differ only in the order of their sums (device count, microbatches, processes)
+  end at the same parameters, up to a share rtol of how far training moved them.
+
+  Rounding differences are of the order of float32 epsilon times the gradient, but Adam divides each
+  update by the root of its squared gradient, so an entry whose gradient is itself at rounding level
+  (the key biases, to which softmax attention is blind) moves by up to the learning rate in either
+  run. The tolerance therefore follows the scale of the whole update, not of the values:
+  ||a - b|| <= rtol * ||a - init|| over all parameters together."""
+  import jax
+  import numpy as np
+
+  def flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+  a, b, init = flat(params_a), flat(params_b), flat(params_init)
+  difference, moved = np.linalg.norm(a - b), np.linalg.norm(a - init)
+  assert moved > 0 and difference <= rtol * moved, (difference, moved)
 
 
 @pytest.fixture
@@ -137,7 +188,10 @@ def perturbed_params(model, length: int, seed: int = 0, noise: float = 0.5):
   import jax.numpy as jnp
 
   key = jax.random.PRNGKey(seed)
-  params = model.init(key, jnp.zeros((1, length), jnp.int32), jnp.ones((1, length), bool), jnp.ones((1,)))
+  # jitted: run eagerly, a network is traced op by op, each op compiled on its own
+  params = jax.jit(model.init)(
+    key, jnp.zeros((1, length), jnp.int32), jnp.ones((1, length), bool), jnp.ones((1,))
+  )
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
   return jax.tree.unflatten(

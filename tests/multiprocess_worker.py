@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from conftest import multiprocess_config  # noqa: E402 - also forces 2 CPU devices per process
 
-from vmd_jax import main, trainer  # noqa: E402
+from vmd_jax import api, trainer  # noqa: E402
 
 fed = []  # per step: this process's tokens [accumulation, local microbatch, length]
 make_batch = trainer.global_batch
@@ -35,10 +35,10 @@ def recording_global_batch(*args, **kwargs):
 trainer.global_batch = recording_global_batch
 config = multiprocess_config(data_dir, npy_path)
 config.jax_distributed = True
-run = main._load(config, workdir)
+run = trainer.Run(config, workdir, api.prepare(config))
 assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.device_count())
 run.train()
 params = jax.device_get(run.state.params)
-main.evaluate_and_save(run)
+api.evaluate(run)
 run.close()
 np.savez(out, fed=np.stack(fed), **{f"param_{i}": leaf for i, leaf in enumerate(jax.tree.leaves(params))})

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import perturbed_params, run_cli
 
-from vmd_jax import evaluation, networks, objectives, samplers
+from vmd_jax import model as model_lib
+from vmd_jax import networks, objectives, samplers
 from vmd_jax.errors import ConfigError
 from vmd_jax.schedules import get_schedule
 
@@ -102,7 +103,7 @@ def test_noisy_block_logits_ignore_later_clean_blocks_and_other_noisy_blocks():
 def test_cached_and_uncached_logits_and_samples_agree():
   model = _model()
   params = _params(model)
-  fns = evaluation.block_fns(model)
+  fns = model_lib.block_fns(model)
   x0 = _x0()
   t = jnp.array([0.2, 0.5, 0.9])
   z = jax.random.normal(jax.random.PRNGKey(5), (3, LATENT))
@@ -126,16 +127,13 @@ def test_cached_and_uncached_logits_and_samples_agree():
     mask_id=V,
     schedule=get_schedule("cosine"),
     latent_dim=LATENT,
-    order="margin",
   )
   x_init = jnp.full((4, L), V).at[:, :3].set(jnp.array([1, 2, 3]))  # a 3-token prompt
   key = jax.random.PRNGKey(6)
-  with_cache = samplers.make_block_sampler(fns, cached=True, token_rule="argmax", **options)(
-    params, key, x_init
-  )
-  without = samplers.make_block_sampler(fns, cached=False, token_rule="argmax", **options)(
-    params, key, x_init
-  )
+  argmax = samplers.SamplerOptions(order="margin", token_rule="argmax")
+  with_cache = samplers.make_block_sampler(fns, options=argmax, **options)(params, key, x_init)
+  uncached = argmax.replace(kv_cache=False)
+  without = samplers.make_block_sampler(fns, options=uncached, **options)(params, key, x_init)
   np.testing.assert_array_equal(with_cache.tokens, without.tokens)
   np.testing.assert_array_equal(with_cache.tokens[:, :3], np.broadcast_to([1, 2, 3], (4, 3)))
   assert np.all(with_cache.tokens < V)
@@ -229,29 +227,27 @@ def test_block_posterior_per_block_and_prefix_option():
   masked = jnp.zeros((3, L), bool)
   own = _model(sees_prefix=False)
   params = _params(own)
-  q = own.apply(params, x0, masked, method="posterior")
+  q = jax.jit(own.apply, static_argnames="method")(params, x0, masked, method="posterior")
   assert q.mean.shape == (3, L // K, LATENT)
   changed = x0.at[:, :K].set((x0[:, :K] + 1) % V)  # change block 0 only
-  q_changed = own.apply(params, changed, masked, method="posterior")
+  q_changed = jax.jit(own.apply, static_argnames="method")(params, changed, masked, method="posterior")
   assert not np.allclose(q_changed.mean[:, 0], q.mean[:, 0])
   np.testing.assert_allclose(q_changed.mean[:, 1:], q.mean[:, 1:], atol=1e-5)  # blocks see themselves only
   prefix = _model(sees_prefix=True)
-  p_changed = prefix.apply(params, changed, masked, method="posterior")
-  p_base = prefix.apply(params, x0, masked, method="posterior")
+  p_changed = jax.jit(prefix.apply, static_argnames="method")(params, changed, masked, method="posterior")
+  p_base = jax.jit(prefix.apply, static_argnames="method")(params, x0, masked, method="posterior")
   assert not np.allclose(p_changed.mean[:, 1:], p_base.mean[:, 1:])  # later blocks read block 0
 
 
 def test_block_sampler_checks_its_options():
-  fns = evaluation.block_fns(_model())
+  fns = model_lib.block_fns(_model())
   schedule = get_schedule("linear")
   with pytest.raises(ConfigError, match="block_z"):
-    samplers.make_block_sampler(fns, block_size=K, nfe_per_block=1, mask_id=V, schedule=schedule, block_z="x")
+    samplers.SamplerOptions(block_z="x")
   with pytest.raises(ConfigError, match="nfe per block"):
     samplers.make_block_sampler(fns, block_size=K, nfe_per_block=K + 1, mask_id=V, schedule=schedule)
   with pytest.raises(ConfigError, match="remask_eta"):
-    samplers.make_block_sampler(
-      fns, block_size=K, nfe_per_block=1, mask_id=V, schedule=schedule, remask_eta=2
-    )
+    samplers.SamplerOptions(remask_eta=2)
 
 
 def test_text_config_trains_evaluates_and_writes_samples_through_the_cli(tmp_path, data_dir):
@@ -278,9 +274,11 @@ def test_text_config_trains_evaluates_and_writes_samples_through_the_cli(tmp_pat
   assert results["ppl_bound"] == pytest.approx(2.0 ** results["bpc_bound"])
   assert {"iwae2_bits_per_token", "nelbo@nfe4_bits_per_token", "nelbo@nfe16_bits_per_token"} <= set(results)
   for nfe in (4, 16):
-    assert results[f"samples_tokens_per_s@nfe{nfe}"] > 0
+    assert np.isfinite(results[f"samples_tokens_per_s@nfe{nfe}"])
     text = (workdir / f"samples_nfe{nfe}.txt").read_text(encoding="utf-8")
     assert text.count("--- sample ") == 3
+    for sample in text.split("--- sample ")[1:]:  # each continues a 3-character prompt of the corpus
+      assert sample.split("---\n", 1)[1][:3] in corpus.read_text()
     samples = np.load(workdir / f"samples_nfe{nfe}.npy")
     assert samples.shape == (3, 16) and samples.max() < results["vocab_size"]
 
@@ -294,7 +292,7 @@ def test_text_report_lists_every_bound_in_nfe_order(tmp_path):
     results = {"method": name, "block_size": 4, "steps": 10, "length": 16, "loss": 2.0}
     results.update({"bpc_bound": bpc, "bpc_bound_se": 0.01, "ppl_bound": 2**bpc})
     results.update({f"nelbo@nfe{n}_bits_per_token": bpc + 1 / n for n in (16, 4)})
-    results.update({"nelbo_bits_per_token": bpc, "samples_tokens_per_s@nfe16": 100.0})
+    results.update({"nelbo_bits_per_token": bpc, "samples_tokens_per_s@nfe16": 100.0, "task": "text"})
     (run / "results.json").write_text(json.dumps(results))
   table = report.main([str(tmp_path / "mdm"), str(tmp_path / "vmd")])
   header = next(line for line in table.splitlines() if line.startswith("| method"))

@@ -6,7 +6,7 @@ import math
 import pytest
 from conftest import load_config, shrink
 
-from vmd_jax import evaluation, trainer
+from vmd_jax import tasks, trainer
 from vmd_jax.data import pipeline
 
 
@@ -23,7 +23,7 @@ def _train_and_evaluate(arg, data_dir, workdir, steps):
   config.eval.iwae_k = 4
   run = trainer.Run(config, workdir, pipeline.load(config.data))
   run.train()
-  results, _ = evaluation.evaluate(run)
+  results = tasks.evaluate(run)
   run.close()
   return results
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_in_process
 
 
 def _tree(path):
@@ -49,7 +49,23 @@ def test_train_writes_results_pictures_metrics_and_checkpoints(trained):
   assert "step 4/4" in proc.stdout and "steps/s" in proc.stdout and "ETA" in proc.stdout
 
 
-def test_eval_and_sample_modes_use_the_checkpoint(trained, data_dir):
+def test_eval_mode_reproduces_the_results_of_training(trained, data_dir):
+  workdir, _ = trained
+  with open(os.path.join(workdir, "results.json")) as f:
+    after_training = json.load(f)
+  proc = run_cli(
+    workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", "--mode=eval", data_dir=data_dir
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    evaluated = json.load(f)
+  for key in ("train_seconds", "trained_steps"):  # what only a training run knows
+    after_training.pop(key)
+  assert evaluated == after_training  # the same checkpoint and seeds: the same numbers
+  assert "| pair | vmd | 4 |" in proc.stdout and "{" not in proc.stdout  # tables, not the JSON
+
+
+def test_sample_mode_uses_the_checkpoint(trained, data_dir):
   workdir, _ = trained
   proc = run_cli(
     workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", "--mode=sample", data_dir=data_dir
@@ -91,39 +107,55 @@ def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, d
     ("configs/synthetic.py:pair,vmd", ["--config.eval.nfes=(1,3)"], ["eval.nfes"]),
     ("configs/synthetic.py:triple,vmd", [], ["triple"]),
     ("configs/sequences.py:vmd", ["--config.data.path=does_not_exist.npy"], ["not found"]),
+    ("configs/synthetic.py:pair,vmd", ["--config.train.nope=1"], ["--config.train.nope", "no field"]),
+    ("configs/nosuch.py", [], ["no such config file", "nosuch.py"]),
+    ("configs/synthetic.py:pair,vmd", ["--config.train.steps=many"], ["train.steps", "many"]),
+    ("configs/synthetic.py:pair,vmd", ["--mode=fly"], ["--mode=fly"]),
   ],
 )
-def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, data_dir, config, flags, words):
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, data_dir, capsys, config, flags, words):
+  """In this process (main.command_status), as the command line runs: exit status 2, one line."""
   workdir = tmp_path / "run"
-  proc = run_cli(str(workdir), config, *flags, data_dir=data_dir)
-  _assert_one_line_error(proc, *words)
+  _assert_one_line_error(run_in_process(capsys, str(workdir), config, *flags, data_dir=data_dir), *words)
   assert not workdir.exists()
 
 
-def test_malformed_data_file_is_a_one_line_error(tmp_path, data_dir):
+def test_the_command_line_reports_a_bad_override_as_one_line_with_status_2(tmp_path, data_dir):
+  proc = run_cli(
+    str(tmp_path / "run"), "configs/synthetic.py:pair,vmd", "--config.train.nope=1", data_dir=data_dir
+  )
+  _assert_one_line_error(proc, "--config.train.nope")
+  assert not (tmp_path / "run").exists()
+
+
+def test_malformed_data_file_is_a_one_line_error(tmp_path, data_dir, capsys):
   path = tmp_path / "tokens.npy"
   path.write_text("0 1 2\n3 4 5\n")
-  proc = run_cli(
-    str(tmp_path / "run"), "configs/sequences.py:mdm", f"--config.data.path={path}", data_dir=data_dir
+  proc = run_in_process(
+    capsys, str(tmp_path / "run"), "configs/sequences.py:mdm", f"--config.data.path={path}", data_dir=data_dir
   )
   _assert_one_line_error(proc, "tokens.npy")
   assert not (tmp_path / "run").exists()
 
 
-def test_own_sequences_train_end_to_end(tmp_path, data_dir):
+def test_own_sequences_train_end_to_end_with_nfes_that_follow_the_length(tmp_path, data_dir):
   path = tmp_path / "tokens.npy"
   rng = np.random.default_rng(0)
-  np.save(path, rng.integers(0, 5, size=(128, 6)).astype(np.int64))
+  np.save(path, rng.integers(0, 5, size=(128, 8)).astype(np.int64))
   workdir = tmp_path / "run"
   proc = run_cli(
     str(workdir),
     "configs/sequences.py:vmd",
     f"--config.data.path={path}",
     "--config.train.steps=2",
-    "--config.eval.nfes=(1,6)",
+    "--config.eval.iwae_k=0",
     data_dir=data_dir,
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   results = json.loads((workdir / "results.json").read_text())
-  assert results["vocab_size"] == 5 and results["length"] == 6
-  assert np.load(workdir / "samples_nfe6.npy").shape == (64, 6)
+  assert results["vocab_size"] == 5 and results["length"] == 8
+  nfes = sorted(
+    int(k.split("@nfe")[1].split("_")[0]) for k in results if k.startswith("nelbo@nfe") and "_se" not in k
+  )
+  assert nfes == [1, 4, 8]  # the config's 1, 4 and 16 steps, capped at the length
+  assert np.load(workdir / "samples_nfe8.npy").shape == (64, 8)

@@ -115,7 +115,7 @@ def test_synthetic_builder_is_deterministic_from_the_seed(tmp_path):
   np.testing.assert_array_equal(first.test, again.test)
   assert first.train.shape == (200, 4) and first.test.shape == (50, 4) and first.train.dtype == np.int32
   assert first.length == 4 and first.vocab_size == 10 and first.name == "d2"
-  assert np.all(synthetic.support_index(first.distribution, first.train) >= 0)
+  assert np.all(synthetic.support_index(synthetic.distribution("d2"), first.train) >= 0)
   assert not np.array_equal(first.train[:50], first.test)
   # Same data_dir, another seed: a separate config, so fresh samples rather than the files above.
   other = pipeline.load(_config(tmp_path / "a", name="d2", seed=1))
@@ -126,7 +126,7 @@ def test_synthetic_builder_is_deterministic_from_the_seed(tmp_path):
 def test_train_frequencies_match_the_distribution(tmp_path, name, p):
   num = 20_000
   data = pipeline.load(_config(tmp_path, name=name, p=p, num_train=num, num_test=num // 10))
-  dist = data.distribution
+  dist = synthetic.distribution(name, p)
   for split in (data.train, data.test):
     index = synthetic.support_index(dist, split)
     assert np.all(index >= 0)
@@ -163,7 +163,7 @@ def test_npy_builder_round_trips_every_row_once(tmp_path):
   np.save(path, rows.astype(np.int64))
   cfg = _config(tmp_path / "tfds", name="sequences", path=str(path), test_fraction=0.1, seed=3)
   data = pipeline.load(cfg)
-  assert data.distribution is None and data.vocab_size == 41 and data.length == 5
+  assert data.decode is None and data.vocab_size == 41 and data.length == 5
   assert data.train.dtype == np.int32
   assert len(data.test) == 4 and len(data.train) == 33  # test = ceil(0.1 * 37)
   together = np.concatenate([data.train, data.test])

@@ -5,7 +5,7 @@ import os
 import sys
 
 import nbformat
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
@@ -37,10 +37,11 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
-    XLA_FLAGS="",
-    VMD_QUICKSTART_STEPS="60",
-    VMD_QUICKSTART_SAMPLES="1000",
-    VMD_QUICKSTART_BOUND_EXAMPLES="64",
+    XLA_FLAGS=FAST_COMPILE,
+    VMD_QUICKSTART_STEPS="20",
+    VMD_QUICKSTART_SAMPLES="500",
+    VMD_QUICKSTART_BOUND_EXAMPLES="32",
+    VMD_QUICKSTART_EXAMPLES="2000",
     VMD_QUICKSTART_DATA_DIR=str(tmp_path / "tfds"),
     MPLCONFIGDIR=str(tmp_path / "matplotlib"),
   )
@@ -54,7 +55,7 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
   assert not [o for o in outputs if o.output_type == "error"]
   text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
   assert f"kernel python: {sys.executable}" in text
-  assert "acc@nfe1" in text and "| d1 | mdm | 60 |" in text and "| d1 | vmd | 60 |" in text
+  assert "acc@nfe1" in text and "| d1 | mdm | 20 |" in text and "| d1 | vmd | 20 |" in text
   images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
   assert len(images) == 1 and len(images[0].data["image/png"]) > 1000
   runs = workdir / "runs" / "quickstart"

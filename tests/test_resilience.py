@@ -2,7 +2,9 @@
 a loss that turns non-finite; and gradient accumulation, which lets the same global batch fit any
 device count."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, cli_command, load_config, run_cli, shrink
+from conftest import REPO, assert_same_training, cli_command, load_config, run_cli, shrink
 
 from vmd_jax import objectives, trainer
 from vmd_jax.data import pipeline
@@ -55,18 +57,15 @@ def test_accumulated_microbatches_give_the_full_batch_step(setup, monkeypatch):
   for per_device in (0, 1):  # batch 8 on 2 devices: 1 microbatch of 4 per device, or 4 of 1
     c = config.copy_and_resolve_references()
     c.train.per_device_batch_size = per_device
-    accumulation = trainer.accumulation_steps(c, mesh)
-    model = trainer.build_model(c, dataset.vocab_size, dataset.length)
-    tx = trainer.make_optimizer(c.train)
-    state = trainer.init_state(model, tx, c, dataset.length, mesh)
-    step_fn = trainer.make_train_step(model, tx, objectives.settings_from_config(c.objective), 0.9, mesh)
+    run = trainer.Run(c, None, dataset, mesh)
+    init, accumulation = jax.device_get(run.state.params), run.accumulation
     for step in range(3):
-      state, metrics = step_fn(state, trainer.global_batch(dataset.train, step, c, mesh, accumulation))
+      run.state, metrics = run.train_step(run.state, run.batch(step))
+    state = run.state
     results[accumulation] = (jax.device_get(state.params), float(metrics["loss"]))
   assert sorted(results) == [1, 4]
   np.testing.assert_allclose(results[1][1], results[4][1], rtol=1e-5)
-  for a, b in zip(_leaves(results[1][0]), _leaves(results[4][0]), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert_same_training(results[1][0], results[4][0], init)
 
 
 def test_per_device_batch_must_divide_the_global_batch(setup):
@@ -102,6 +101,21 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(setup, 
   assert all(np.isfinite(x).all() for x in _leaves(resumed.state.params))
   _assert_same(resumed.state, clean.state)
   resumed.close()
+
+
+def test_resume_after_a_lost_checkpoint_logs_every_step_once(setup, tmp_path):
+  config, dataset = setup
+  workdir = tmp_path / "run"
+  first = trainer.Run(config, str(workdir), dataset)
+  first.train(until_step=5)  # logs steps 1..5, checkpoints at 2, 4 and 5
+  first.close()
+  shutil.rmtree(workdir / "checkpoints" / "5")  # killed after logging step 5, before its checkpoint
+  resumed = trainer.Run(config, str(workdir), dataset)
+  assert resumed.step == 4
+  resumed.train()
+  resumed.close()
+  with open(workdir / "metrics.jsonl") as f:
+    assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4, 5, 6]
 
 
 def _damage(step_dir):
@@ -144,7 +158,7 @@ def _final_state(workdir):
 
 KILL_RUN = (
   "configs/synthetic.py:d1,vmd",
-  "--config.train.steps=150",
+  "--config.train.steps=80",
   "--config.train.checkpoint_every=10",
   "--config.eval.nfes=(1,)",
   "--config.eval.iwae_k=0",
@@ -188,13 +202,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, uninte
   assert proc.returncode == 0, err[-2000:]
   assert "preempted (SIGTERM) at step" in out
   stopped_at = int(out.split("preempted (SIGTERM) at step ")[1].split(":")[0])
-  assert 0 < stopped_at < 150
+  assert 0 < stopped_at < 80
   assert _final_state(workdir)[0] == stopped_at  # saved where it stopped, not at the last periodic save
   assert not os.path.exists(os.path.join(workdir, "results.json"))  # evaluation waits for the resume
   proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   step, state = _final_state(workdir)
-  assert step == 150
+  assert step == 80
   _assert_same(state, uninterrupted[1])
 
 
@@ -203,7 +217,7 @@ def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
 ):
   workdir = str(tmp_path)
   rng = np.random.default_rng(0)
-  for kill in range(3):
+  for kill in range(2):
     proc = _start(workdir, data_dir)
     if kill == 0:
       time.sleep(rng.uniform(1.0, 4.0))  # during start-up or compilation
@@ -215,5 +229,5 @@ def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
   proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   step, state = _final_state(workdir)
-  assert step == 150
+  assert step == 80
   _assert_same(state, uninterrupted[1])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vmd_jax.errors import ConfigError
-from vmd_jax.samplers import ORDERS, TOKEN_RULES, Z_POLICIES, SampleResult, make_sampler
+from vmd_jax.samplers import ORDERS, TOKEN_RULES, Z_POLICIES, SampleResult, SamplerOptions, make_sampler
 from vmd_jax.schedules import get_schedule, remaining_masked
 
 VOCAB = 5
@@ -50,9 +50,16 @@ def random_logits(seed, shape=(LENGTH, VOCAB), scale=3.0):
   return scale * jax.random.normal(jax.random.PRNGKey(seed), shape)
 
 
-def sampler(nfe, schedule="linear", **kwargs):
-  """A sampler over fixed_logits_denoise, whose params are the logits."""
-  return make_sampler(fixed_logits_denoise, nfe=nfe, mask_id=MASK, schedule=get_schedule(schedule), **kwargs)
+def sampler(nfe, schedule="linear", latent_dim=0, **options):
+  """A sampler over fixed_logits_denoise, whose params are the logits; options of SamplerOptions."""
+  return make_sampler(
+    fixed_logits_denoise,
+    nfe=nfe,
+    mask_id=MASK,
+    schedule=get_schedule(schedule),
+    latent_dim=latent_dim,
+    options=SamplerOptions(**options),
+  )
 
 
 def scheduled_remaining(x_init, nfe, schedule):
@@ -189,7 +196,7 @@ def z_seen(z_policy, nfe=4, batch=3, latent_dim=2):
     mask_id=MASK,
     schedule=get_schedule("linear"),
     latent_dim=latent_dim,
-    z_policy=z_policy,
+    options=SamplerOptions(z_policy=z_policy),
   )
   sample(None, jax.random.PRNGKey(11), jnp.full((batch, LENGTH), MASK, jnp.int32))
   jax.effects_barrier()
@@ -271,7 +278,8 @@ def test_remasking_masks_revealed_tokens_again_and_keeps_the_schedule_and_the_cl
   given = np.asarray(x_init != MASK)
   for eta, expect_remasking in ((0.0, False), (0.5, True)):
     seen.clear()
-    sample = make_sampler(denoise, nfe=nfe, mask_id=MASK, schedule=get_schedule("linear"), remask_eta=eta)
+    options = SamplerOptions(remask_eta=eta)
+    sample = make_sampler(denoise, nfe=nfe, mask_id=MASK, schedule=get_schedule("linear"), options=options)
     out = sample(random_logits(0), jax.random.PRNGKey(4), x_init)
     jax.effects_barrier()
     states = np.stack(seen + [np.asarray(out.tokens)])  # x_t before each step, then the result

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from vmd_jax import defaults
+from vmd_jax import tasks
 from vmd_jax.data import pipeline, text
 from vmd_jax.errors import ConfigError, DataError
+from vmd_jax.validation import validate
 
 SEQ = 64
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("no_network")  # a tfds download attempt fa
 
 def _config(data_dir, name, path, **overrides):
   """The library defaults with a text dataset, small examples and a private tfds dir."""
-  config = defaults.base_config()
+  config = tasks.base_config("text")
   config.data.name = name
   config.data.path = str(path)
   config.data.data_dir = str(data_dir)
@@ -82,7 +83,7 @@ def test_text8_from_a_folder_and_through_the_pipeline(tmp_path):
   for data in datasets:
     assert data.train.dtype == np.int32 and data.test.dtype == np.int32
     assert data.train.shape == (18_000 // SEQ, SEQ) and data.test.shape == (1_000 // SEQ, SEQ)
-    assert data.vocab_size == 27 and data.distribution is None and data.length == SEQ
+    assert data.vocab_size == 27 and data.train_given is None and data.length == SEQ
     assert data.decode(data.train[0]) == corpus[:SEQ]
     assert data.decode(data.test[-1]) == corpus[19_000 + 14 * SEQ : 19_000 + 15 * SEQ]
   np.testing.assert_array_equal(datasets[0].train, datasets[1].train)
@@ -203,7 +204,7 @@ def test_text_file_rejects_bad_corpora(tmp_path):
   with pytest.raises(ConfigError, match="data.level"):
     text.prepare(config.data)
   with pytest.raises(ConfigError, match="data.level"):
-    defaults.validate(config)
+    validate(config)
 
 
 # --- GPT-2 subwords (optional extra) ---

@@ -5,7 +5,7 @@ Exact resume is tested in test_resilience.py (after SIGTERM, SIGKILL and a damag
 import jax
 import numpy as np
 import pytest
-from conftest import load_config, shrink, train_steps
+from conftest import assert_same_training, initial_params, load_config, shrink, train_steps
 
 from vmd_jax import checkpoints, trainer
 from vmd_jax.data import pipeline
@@ -24,8 +24,7 @@ def test_two_device_step_equals_one_device_step(setup):
   two, loss_two = train_steps(config, dataset, trainer.make_mesh(jax.devices()), 3)
   one, loss_one = train_steps(config, dataset, trainer.make_mesh(jax.devices()[:1]), 3)
   np.testing.assert_allclose(loss_two, loss_one, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(two.params), jax.tree.leaves(one.params), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert_same_training(two.params, one.params, initial_params(config, dataset))
   assert int(two.step) == 3
 
 

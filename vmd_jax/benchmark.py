@@ -22,7 +22,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vmd_jax import evaluation, objectives, trainer
-from vmd_jax.defaults import apply_method, validate
+from vmd_jax import model as model_lib
+from vmd_jax.data import pipeline
+from vmd_jax.defaults import apply_method
+from vmd_jax.validation import validate
 
 DEFAULT_CONFIG = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "benchmark.py:cpu"
@@ -59,23 +62,25 @@ def _forward_flops(fn, *args) -> float:
 
 
 class Bench:
-  """One method's model, state, jitted step and sampler, on random tokens of the config's shape."""
+  """One method's trainer.Run, on random tokens of the config's shape, and its sampler."""
 
   def __init__(self, config, method: str, mesh):
     self.config = apply_method(config.copy_and_resolve_references(), method)
     validate(self.config)
     c = self.config
     self.length, self.vocab = c.model.max_length, c.data.vocab_size
-    self.model = trainer.build_model(c, self.vocab, self.length)
-    tx = trainer.make_optimizer(c.train)
-    self.state = trainer.init_state(self.model, tx, c, self.length, mesh)
-    self.settings = objectives.settings_from_config(c.objective)
-    self.step_fn = trainer.make_train_step(self.model, tx, self.settings, c.train.ema_decay, mesh)
     tokens = np.random.default_rng(0).integers(0, self.vocab, (4 * c.train.batch_size, self.length))
-    accumulation = trainer.accumulation_steps(c, mesh)
-    self.batches = [trainer.global_batch(tokens, s, c, mesh, accumulation) for s in range(4)]
+    dataset = pipeline.Dataset("random", tokens.astype(np.int32), tokens[:1].astype(np.int32), self.vocab)
+    self.run = trainer.Run(c, None, dataset, mesh)
+    self.model, self.settings = self.run.model, self.run.settings
+    self.batches = [self.run.batch(s) for s in range(4)]
     self.sample = evaluation.sampler(self.model, c, FLAGS.sample_nfe)
     self.x_init = jnp.full((c.eval.batch_size, self.length), self.vocab, jnp.int32)
+
+  @property
+  def state(self):
+    """The run's train state."""
+    return self.run.state
 
   def model_flops_per_step(self) -> float:
     """3 x the forward FLOPs of the loss on one global batch."""
@@ -90,8 +95,8 @@ class Bench:
     """Seconds per train step over num_steps steps (one step in flight, as the trainer runs)."""
     start = time.perf_counter()
     for i in range(num_steps):
-      self.state, _ = self.step_fn(self.state, self.batches[i % len(self.batches)])
-      jax.block_until_ready(self.state.step)
+      self.run.state, _ = self.run.train_step(self.run.state, self.batches[i % len(self.batches)])
+      jax.block_until_ready(self.run.state.step)
     return (time.perf_counter() - start) / num_steps
 
   def time_sampling(self) -> float:
@@ -105,7 +110,7 @@ class Bench:
 def run(config, rounds: int, steps: int) -> dict:
   """Measure both methods; returns the numbers that main prints."""
   mesh = trainer.make_mesh()
-  dtype = trainer.compute_dtype(config.model.dtype)
+  dtype = model_lib.compute_dtype(config.model.dtype)
   peak = peak_matmul_flops(dtype) * mesh.devices.size
   benches = {method: Bench(config, method, mesh) for method in ("mdm", "vmd")}
   for bench in benches.values():  # compile and warm up

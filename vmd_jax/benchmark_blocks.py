@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from vmd_jax import evaluation, networks, samplers
+from vmd_jax import model as model_lib
+from vmd_jax import networks, samplers
 from vmd_jax.schedules import get_schedule
 
 flags.DEFINE_list("lengths", ["256", "1024"], "Sequence lengths to sample.")
@@ -48,13 +49,13 @@ def measure(length: int, rounds: int) -> dict:
   compiled = {}
   for cached in (True, False):
     sample = samplers.make_block_sampler(
-      evaluation.block_fns(model),
+      model_lib.block_fns(model),
       block_size=FLAGS.block_size,
       nfe_per_block=FLAGS.nfe_per_block,
       mask_id=VOCAB,
       schedule=get_schedule("linear"),
       latent_dim=LATENT,
-      cached=cached,
+      options=samplers.SamplerOptions(kv_cache=cached),
     )
     compiled[cached] = sample.lower(params, jax.random.PRNGKey(0), x_init).compile()
   seconds = {True: [], False: []}

@@ -30,6 +30,29 @@ def fingerprint(config) -> dict[str, Any]:
   return flat
 
 
+def config_record(config) -> dict[str, Any]:
+  """The whole config as JSON values (tuples as lists), saved with each checkpoint."""
+
+  def plain(value):
+    if isinstance(value, dict):
+      return {k: plain(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
+
+  return plain(config.to_dict())
+
+
+def latest_meta(workdir: str) -> dict[str, Any] | None:
+  """The JSON record of a workdir's newest checkpoint that can be read, or None when it has none."""
+  checkpointer = Checkpointer(workdir)
+  steps = sorted(checkpointer._manager.all_steps(), reverse=True) if checkpointer._manager else []
+  for step in steps:
+    try:
+      return checkpointer.read_meta(step)
+    except Exception:  # noqa: BLE001, S112 - a damaged checkpoint: restore_latest sets it aside
+      continue
+  return None
+
+
 def _directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 

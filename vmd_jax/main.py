@@ -4,32 +4,31 @@ train (default): train to config.train.steps (resuming from DIR's checkpoint if 
   write DIR/results.json; eval: evaluate the latest checkpoint; sample: write samples at each eval NFE;
   prepare: only generate (or convert) the dataset, so that runs started side by side find it ready.
 A compare config (configs/compare.py, the default, or configs/sudoku.py:compare) trains and evaluates
-each of its runs in DIR/<run> (or, with --mode=eval, evaluates their checkpoints) and prints the VMD
-against MDM comparison. Problems with the input (config values, data files,
-checkpoints) are reported as one line on stderr with exit status 2, before anything is written; so is
-a non-finite loss, which stops training with the last good checkpoint kept. SIGTERM (a preemption)
-saves a checkpoint and exits with status 0; the same command resumes.
+each of its runs in DIR/<run> (or, with --mode=eval, evaluates their checkpoints), prints its task's
+tables and draws its figures. The terminal gets the progress lines and the tables; the results go to
+the files. Problems with the input (flags, config files, config values, data files, checkpoints) are
+reported as one line on stderr with exit status 2, before anything is written; so is a non-finite
+loss, which stops training with the last good checkpoint kept. SIGTERM (a preemption) saves a
+checkpoint and exits with status 0; the same command resumes.
 
 With several processes (config.jax_distributed) every process runs this same command: each trains on
 its own share of every batch, and each evaluates on its own devices with the same seeds, so that only
 process 0 needs to write results, samples and pictures.
 """
 
-import json
+import importlib.util
 import os
 import sys
-import time
 
 import jax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vmd_jax import distributed, evaluation, report
-from vmd_jax.data import pipeline
-from vmd_jax.defaults import validate
-from vmd_jax.errors import CheckpointError, VMDError
+from vmd_jax import api, distributed, evaluation, tasks
+from vmd_jax.errors import CheckpointError, ConfigError, VMDError
 from vmd_jax.trainer import Run
+from vmd_jax.validation import validate
 
 DEFAULT_CONFIG = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "compare.py"
@@ -41,145 +40,175 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "prepare"], "What
 FLAGS = flags.FLAGS
 
 
-def _load(config, workdir: str) -> Run:
-  """Validate the config, load the data and build (or restore) the run; nothing is written."""
-  validate(config)
-  distributed.initialize(config)
-  dataset = pipeline.load(config.data)
-  evaluation.check_nfes(config.eval.nfes, dataset.length)
-  return Run(config, workdir, dataset)
-
-
-def _write_json(path: str, payload) -> None:
+def _print(text: str) -> None:
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(payload, f, indent=2, sort_keys=True)
+    print(text, flush=True)
 
 
-def evaluate_and_save(run: Run, extra=None):
-  """Evaluate a run and write workdir/results.json; returns (results, one-step samples or None)."""
-  results, one_step = evaluation.evaluate(run)
-  results.update(
-    {
-      "method": run.config.objective.name,
-      "dataset": run.config.data.name,
-      "vocab_size": run.dataset.vocab_size,
-      "length": run.dataset.length,
-      "block_size": run.config.model.block_size,
-      **(extra or {}),
-    }
-  )
-  _write_json(os.path.join(run.workdir, "results.json"), results)
-  return results, one_step
+def _restored_run(config, workdir: str, mode: str) -> Run:
+  """The run of workdir's checkpoint (CheckpointError when there is none)."""
+  run = Run(config, workdir, api.prepare(config))
+  if run.checkpointer.latest_step() is None:
+    run.close()
+    raise CheckpointError(f"--mode={mode} needs a checkpoint, and {workdir} has none: train first")
+  return run
 
 
-def _prepare(config) -> None:
-  validate(config)
-  distributed.initialize(config)
-  dataset = pipeline.load(config.data)
-  if jax.process_index() == 0:
-    print(f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}", flush=True)
-
-
-def run_single(config, workdir: str, mode: str):
-  """Train, evaluate or sample one config in workdir; returns (results, one-step samples), or None when
-  sampling, preparing, or when a preemption stopped training."""
-  if mode == "prepare":
-    return _prepare(config)
-  run = _load(config, workdir)
+def _sample(config, workdir: str) -> None:
+  run = _restored_run(config, workdir, "sample")
   try:
-    if mode != "train" and run.checkpointer.latest_step() is None:
-      raise CheckpointError(f"--mode={mode} needs a checkpoint, and {workdir} has none: train first")
-    if mode == "sample":
-      return _sample(run)
-    extra = {}
-    if mode == "train":
-      start, start_step = time.perf_counter(), run.step
-      if not run.train():
-        return None
-      extra = {"train_seconds": round(time.perf_counter() - start, 1), "trained_steps": run.step - start_step}
-    results, one_step = evaluate_and_save(run, extra)
-    if jax.process_index() == 0:
-      print(json.dumps(results, indent=2, sort_keys=True), flush=True)
-      if config.task == "sudoku":
-        print(report.sudoku_table({config.objective.name: results}), flush=True)
-    return results, one_step
+    model = api.Model(run)
+    for nfe in config.eval.nfes:
+      samples = model.sample(config.eval.num_samples, nfe, seed=config.eval.seed)
+      if jax.process_index() == 0:
+        path = evaluation.write_samples(workdir, nfe, samples, run.dataset.decode)
+        first = repr(run.dataset.decode(samples[0])) if run.dataset.decode else samples[:3].tolist()
+        print(f"NFE {nfe}: {len(samples)} samples -> {path}; first: {first}", flush=True)
   finally:
     run.close()
 
 
-def _sample(run: Run) -> None:
-  key = jax.random.PRNGKey(run.config.eval.seed)
-  for nfe in run.config.eval.nfes:
-    samples = evaluation.generate(
-      run.model, run.eval_params(), run.config, nfe, run.config.eval.num_samples, run.dataset.length, key
-    )
-    if jax.process_index() == 0:
-      path = evaluation.write_samples(run.workdir, nfe, samples, run.dataset.decode)
-      first = repr(run.dataset.decode(samples[0])) if run.dataset.decode else samples[:3].tolist()
-      print(f"NFE {nfe}: {len(samples)} samples -> {path}; first: {first}", flush=True)
+def run_single(config, workdir: str, mode: str) -> dict | None:
+  """Train (and evaluate), evaluate, sample or prepare one config in workdir. Returns the results of
+  train and eval; None when sampling, preparing, or when a preemption stopped training."""
+  if mode == "prepare":
+    dataset = api.prepare(config)
+    _print(f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}")
+    return None
+  if mode == "sample":
+    return _sample(config, workdir)
+  if mode == "train":
+    model = api.train(config, workdir)
+    return None if model is None else model.results
+  run = _restored_run(config, workdir, mode)
+  try:
+    return api.evaluate(run)
+  finally:
+    run.close()
 
 
 def run_compare(config, workdir: str, mode: str = "train") -> None:
-  """Train (mode 'train') or only evaluate (mode 'eval') every run of a compare config, then print the
-  comparison and draw it; mode 'prepare' only prepares every run's dataset."""
+  """Train (mode 'train') or only evaluate (mode 'eval') every run of a compare config, or only
+  prepare their datasets (mode 'prepare'); then print the task's tables and draw its figures."""
   for sub in config.runs.values():
     validate(sub)
+  task_names = {sub.task for sub in config.runs.values()}
+  if len(task_names) != 1:
+    raise ConfigError(f"the runs of a compare config must share one task, not {sorted(task_names)}")
+  task = tasks.get(task_names.pop())
   distributed.initialize(config)
-  if mode == "prepare":
-    for sub in config.runs.values():
-      _prepare(sub)
-    return
-  results, one_step = {}, {}
+  runs = {}
   for name, sub in config.runs.items():
-    if jax.process_index() == 0:
-      print(f"=== {name} ===", flush=True)
-    outcome = run_single(sub, os.path.join(workdir, name), mode)
-    if outcome is None:  # preempted: the same command resumes this run and does the rest
+    if mode != "prepare":
+      _print(f"=== {name} ===")
+    run_dir = os.path.join(workdir, name)
+    results = run_single(sub, run_dir, mode)
+    if results is None and mode != "prepare":  # preempted: the same command resumes this run and the rest
       return
-    results[name], one_step[name] = outcome
-  _write_json(os.path.join(workdir, "comparison.json"), results)
-  if jax.process_index() == 0 and all(sub.task == "sudoku" for sub in config.runs.values()):
-    print(report.main([workdir]), flush=True)
+    runs[name] = (results, run_dir)
+  if mode == "prepare":
     return
+  api.write_json(os.path.join(workdir, "comparison.json"), {name: r for name, (r, _) in runs.items()})
   if jax.process_index() == 0:
-    print(report.comparison_table(results), flush=True)
-    for dataset in sorted({r["dataset"] for r in results.values()}):
-      panels = {
-        f"{name.split('_')[-1].upper()}, NFE = 1": one_step[name]
-        for name in results
-        if results[name]["dataset"] == dataset and one_step[name] is not None
-      }
-      if panels:
-        path = os.path.join(workdir, f"joint_nfe1_{dataset}.png")
-        vocab_size = next(r["vocab_size"] for r in results.values() if r["dataset"] == dataset)
-        evaluation.plot_joint(panels, vocab_size, path)
+    print(task.table(runs), flush=True)
+    task.figures(runs, workdir)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
+    raise ConfigError("--workdir is required")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of their work at INFO
     tfds.display_progress_bar(False)
   config = FLAGS.config
   if config.get("task") == "compare":
     if FLAGS.mode == "sample":
-      raise app.UsageError(
+      raise ConfigError(
         "a compare config supports --mode=train, eval and prepare; sample its runs one by one"
       )
     run_compare(config, FLAGS.workdir, FLAGS.mode)
-  else:
-    run_single(config, FLAGS.workdir, FLAGS.mode)
+    return
+  results = run_single(config, FLAGS.workdir, FLAGS.mode)
+  if results is not None:
+    name = os.path.basename(os.path.normpath(FLAGS.workdir))
+    _print(tasks.get(config.task).table({name: (results, FLAGS.workdir)}))
+
+
+def _one_line(error: BaseException) -> str:
+  text = " ".join(str(error).split())
+  return text or type(error).__name__
+
+
+def _config_field_missing(config, name: str) -> bool:
+  node = config
+  for part in name.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return True
+    node = node[part]
+  return False
+
+
+def _explain(argv: list[str], error: Exception) -> str:
+  """One line naming what in the command is wrong: the config file, an unknown field, or the flag."""
+  given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  config_arg = given[-1] if given else DEFAULT_CONFIG
+  path, _, arg = config_arg.partition(":")
+  if not os.path.isfile(path):
+    return f"--config={config_arg}: no such config file {path!r}"
+  try:
+    spec = importlib.util.spec_from_file_location("vmd_jax_cli_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception as e:  # noqa: BLE001 - the config file itself fails: that is the problem to report
+    return f"--config={config_arg}: {type(e).__name__}: {_one_line(e)}"
+  for flag in argv:
+    name = flag[len("--config.") :].split("=", 1)[0] if flag.startswith("--config.") else None
+    if name and _config_field_missing(config, name):
+      return f"--config.{name}: {path} has no field {name!r}"
+  return _one_line(error)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, the config file loaded and its overrides applied, that reports a bad flag,
+  config file or override as one line with exit status 2."""
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.get("task")  # a config file is loaded lazily: load it here, among the input checks
+    return rest
+  except VMDError:
+    raise
+  except Exception as e:  # noqa: BLE001 - everything here comes from the command line
+    print(f"error: {_explain(argv, e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def command_status(argv: list[str]) -> int:
+  """Run one command line in this process (absl's flags are global: one command at a time) and
+  return its exit status, with the one-line error on stderr for input problems. For tests and
+  scripts; `cli` is the entry point."""
+  saved, sys.argv = sys.argv, list(argv)  # config_flags reads its overrides from sys.argv
+  for name in [name for name in FLAGS if name.startswith("config.")]:  # a previous command's overrides
+    delattr(FLAGS, name)
+  FLAGS.unparse_flags()
+  try:
+    main(parse_flags(argv))
+  except SystemExit as e:
+    return e.code if isinstance(e.code, int) else 1
+  except VMDError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  finally:
+    sys.argv = saved
+  return 0
 
 
 def cli() -> None:
   """Entry point that turns input errors into one line on stderr and exit status 2."""
   try:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
   except VMDError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

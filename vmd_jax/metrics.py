@@ -11,17 +11,43 @@ import jax
 import numpy as np
 
 
-class MetricWriter:
-  """Appends {"step": s, **scalars} lines to workdir/metrics.jsonl and scalars to workdir/tensorboard."""
+def _step_of(line: str) -> float:
+  """The step of a metrics line; infinite for a line cut short by a kill (dropped)."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
 
-  def __init__(self, workdir: str):
+
+def _drop_after(path: str, step: int) -> None:
+  """Remove the lines of a metrics.jsonl whose step is beyond `step`: a run killed after its last
+  checkpoint logged steps that the resumed run logs again."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _step_of(line) <= step]
+  if len(kept) != len(lines):
+    with open(path, "w", encoding="utf-8") as f:
+      f.writelines(kept)
+
+
+class MetricWriter:
+  """Appends {"step": s, **scalars} lines to workdir/metrics.jsonl and scalars to workdir/tensorboard.
+
+  resume_step: the step the run starts from; lines of earlier runs beyond it are dropped first, so
+  that every step appears once."""
+
+  def __init__(self, workdir: str, resume_step: int = 0):
     self._active = jax.process_index() == 0
     if not self._active:
       return
     from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
 
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _drop_after(path, resume_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:

@@ -244,18 +244,7 @@ class Denoiser(nn.Module):
       layers = (dense(self.width), dense(self.width))  # created in the order of earlier releases
       time_mlp = lambda times: layers[0](nn.silu(layers[1](timestep_embedding(times, self.width))))  # noqa: E731
     h = embed(x_t) + pos[None]  # h: [batch, n, width]
-    c = jnp.zeros((batch, n, self.width), self.dtype)  # the conditioning of each position
-    if time_mlp is not None:
-      times = jnp.zeros((batch,)) if clean_only else per_block(t, 1)
-      temb = time_mlp(times.reshape(-1)).reshape(batch, -1, self.width)  # [batch, blocks, width]
-      c = c + jnp.repeat(temb, n // temb.shape[1], axis=1)
-    if self.latent_dim > 0 and not clean_only:
-      if z is None:
-        raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
-      project = LatentProjection(
-        self.max_length, self.width, self.latent_per_position, self.dtype, name="latent_proj"
-      )
-      c = c + project(per_block(z, 2), size)
+    c = self._conditioning(time_mlp, t, z, batch, n, size, clean_only)
     mask, prefixes = None, [None] * self.depth
     if num_blocks > 1:  # the clean stream joins the noisy one
       if context is None:
@@ -282,6 +271,23 @@ class Denoiser(nn.Module):
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype)(h), shift, scale)
     logits = dense(self.vocab_size, name="logits")(h)
     return logits.astype(jnp.float32)  # logits: [batch, n, vocab]
+
+  def _conditioning(self, time_mlp, t, z, batch: int, n: int, size: int, clean_only: bool):
+    """The adaLN conditioning c of each position [batch, n, width]: the time embedding of its block's
+    t (t = 0 for clean tokens) plus its projection of its block's z_b (none for clean tokens)."""
+    c = jnp.zeros((batch, n, self.width), self.dtype)
+    if time_mlp is not None:
+      times = jnp.zeros((batch,)) if clean_only else per_block(t, 1)
+      temb = time_mlp(times.reshape(-1)).reshape(batch, -1, self.width)  # [batch, blocks, width]
+      c = c + jnp.repeat(temb, n // temb.shape[1], axis=1)
+    if self.latent_dim > 0 and not clean_only:
+      if z is None:
+        raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
+      project = LatentProjection(
+        self.max_length, self.width, self.latent_per_position, self.dtype, name="latent_proj"
+      )
+      c = c + project(per_block(z, 2), size)
+    return c
 
 
 class PosteriorEncoder(nn.Module):

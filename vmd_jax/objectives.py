@@ -41,6 +41,18 @@ class ObjectiveSettings(NamedTuple):
   kl_time_weight: bool = True
 
 
+def check_config(objective_config) -> None:
+  """Raise ConfigError, naming the field, for objective options no run could use."""
+  o = objective_config
+  if o.name not in OBJECTIVES:
+    raise ConfigError(f"objective.name={o.name!r}: choose one of {sorted(OBJECTIVES)}")
+  get_schedule(o.schedule, o.eps)
+  if not 0.0 <= o.eps < 1.0:
+    raise ConfigError(f"objective.eps={o.eps}: must be in [0, 1)")
+  if o.beta < 0 or o.free_bits < 0 or o.kl_warmup_steps < 0:
+    raise ConfigError("objective.beta, free_bits and kl_warmup_steps must be >= 0")
+
+
 def settings_from_config(objective_config) -> ObjectiveSettings:
   """ObjectiveSettings from a config's `objective` section."""
   o = objective_config

@@ -20,6 +20,7 @@ masks after each step still follows the schedule; the last step remasks nothing.
 against the clean blocks before it, whose keys and values are cached (or recomputed, for reference).
 """
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -99,25 +100,71 @@ Z_POLICIES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 }
 
 
-def _choose(registry: dict[str, Any], option: str, name: str) -> Any:
-  """registry[name], or a ConfigError naming the option and its valid choices."""
-  if name not in registry:
-    raise ConfigError(f"unknown {option} {name!r}: choose one of {', '.join(registry)}")
-  return registry[name]
+BLOCK_Z_POLICIES = ("fresh", "shared")
 
 
-def _check_numbers(nfe: int, temperature: float, gumbel_scale: float, latent_dim: int, remask_eta: float):
-  """Raise a ConfigError for a numeric sampler option out of range."""
-  if not 0.0 <= remask_eta <= 1.0:
-    raise ConfigError(f"remask_eta must be in [0, 1], got {remask_eta}")
-  if nfe < 1:
-    raise ConfigError(f"nfe must be at least 1, got {nfe}")
-  if temperature <= 0:
-    raise ConfigError(f"temperature must be positive, got {temperature}")
-  if gumbel_scale < 0:
-    raise ConfigError(f"gumbel_scale must be non-negative, got {gumbel_scale}")
-  if latent_dim < 0:
-    raise ConfigError(f"latent_dim must be non-negative, got {latent_dim}")
+@dataclasses.dataclass(frozen=True)
+class SamplerOptions:
+  """How a sampler chooses positions and values: one object for both samplers, built once.
+
+  order: which masked positions are revealed first (a name in ORDERS); token_rule: how a revealed
+  position's value is chosen (TOKEN_RULES); temperature: of the sampled values; gumbel_scale: Gumbel
+  noise added to the order's scores; z_policy: one z per sequence or block ('fixed') or one per step
+  ('per_step'); remask_eta: remasking share cap, 0 = off; block_z (block models): a fresh z_b ~ N(0, I)
+  per block or one shared z; kv_cache (block models): cache the keys and values of finished blocks.
+  Raises ConfigError, naming the option, for an unknown name or a number out of range.
+  """
+
+  order: str = "random"
+  token_rule: str = "sample"
+  temperature: float = 1.0
+  gumbel_scale: float = 0.0
+  z_policy: str = "fixed"
+  remask_eta: float = 0.0
+  block_z: str = "fresh"
+  kv_cache: bool = True
+
+  def __post_init__(self):
+    for option, registry in (
+      ("order", ORDERS),
+      ("token_rule", TOKEN_RULES),
+      ("z_policy", Z_POLICIES),
+      ("block_z", BLOCK_Z_POLICIES),
+    ):
+      if getattr(self, option) not in registry:
+        raise ConfigError(f"{option}={getattr(self, option)!r}: choose one of {', '.join(registry)}")
+    if not 0.0 <= self.remask_eta <= 1.0:
+      raise ConfigError(f"remask_eta={self.remask_eta}: must be in [0, 1]")
+    if self.temperature <= 0:
+      raise ConfigError(f"temperature={self.temperature}: must be positive")
+    if self.gumbel_scale < 0:
+      raise ConfigError(f"gumbel_scale={self.gumbel_scale}: must be non-negative")
+
+  def replace(self, **changes) -> "SamplerOptions":
+    """A copy with some options changed (checked again)."""
+    return dataclasses.replace(self, **changes)
+
+  @classmethod
+  def from_config(cls, eval_config, has_latent: bool) -> "SamplerOptions":
+    """The options a config's `eval` section names. token_rule 'auto' resolves to argmax given z for
+    latent models (the paper's VMD sampler) and to sample for an MDM. Errors name the eval field."""
+    e = eval_config
+    rule = e.token_rule
+    if rule == "auto":
+      rule = "argmax" if has_latent else "sample"
+    try:
+      return cls(
+        order=e.order,
+        token_rule=rule,
+        temperature=e.temperature,
+        gumbel_scale=e.gumbel_scale,
+        z_policy=e.z_policy,
+        remask_eta=e.remask_eta,
+        block_z=e.block_z,
+        kv_cache=e.kv_cache,
+      )
+    except ConfigError as error:
+      raise ConfigError(f"eval.{error}") from None
 
 
 def _reveal(
@@ -151,7 +198,7 @@ def _remask(x, sampled, num_remask, key, mask_id):
 
 
 class _Steps(NamedTuple):
-  """The options of the reveal loop shared by every sampler."""
+  """The reveal loop's resolved options: the step count, the schedule and the looked-up rules."""
 
   nfe: int
   mask_id: int
@@ -159,10 +206,26 @@ class _Steps(NamedTuple):
   score_fn: Callable[[jax.Array, jax.Array], jax.Array]
   token_fn: Callable[[jax.Array, jax.Array, float], jax.Array]
   z_key_fn: Callable[[jax.Array, jax.Array], jax.Array]
-  temperature: float
-  gumbel_scale: float
   latent_dim: int
-  remask_eta: float
+  options: SamplerOptions
+
+
+def _steps(nfe: int, mask_id: int, schedule: Schedule, latent_dim: int, options: SamplerOptions) -> _Steps:
+  """Resolve the options' names to their functions (ConfigError for nfe or latent_dim out of range)."""
+  if nfe < 1:
+    raise ConfigError(f"nfe must be at least 1, got {nfe}")
+  if latent_dim < 0:
+    raise ConfigError(f"latent_dim must be non-negative, got {latent_dim}")
+  return _Steps(
+    nfe=nfe,
+    mask_id=mask_id,
+    schedule=schedule,
+    score_fn=ORDERS[options.order],
+    token_fn=TOKEN_RULES[options.token_rule],
+    z_key_fn=Z_POLICIES[options.z_policy],
+    latent_dim=latent_dim,
+    options=options,
+  )
 
 
 def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0):
@@ -175,7 +238,7 @@ def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0)
   x_init = x_init.astype(jnp.int32)
   given = x_init != opts.mask_id
   remaining = remaining_masked(opts.schedule, jnp.sum(~given, axis=-1), opts.nfe)  # [nfe + 1, batch]
-  alpha = opts.schedule.alpha
+  alpha, o = opts.schedule.alpha, opts.options
 
   def step(j, carry):
     x, reveal_step = carry
@@ -185,43 +248,24 @@ def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0)
       z = jax.random.normal(opts.z_key_fn(z_key, j), (batch, opts.latent_dim))
     t = jnp.full((batch,), 1.0 - j / opts.nfe, jnp.float32)
     logits = logits_fn(x, t, z)  # [batch, n, vocab]
-    candidates = opts.token_fn(logits, keys[0], opts.temperature)  # [batch, n]
+    candidates = opts.token_fn(logits, keys[0], o.temperature)  # [batch, n]
     score = opts.score_fn(logits, keys[1])  # [batch, n]
-    if opts.gumbel_scale > 0:
-      score = score + opts.gumbel_scale * jax.random.gumbel(keys[2], score.shape)
+    if o.gumbel_scale > 0:
+      score = score + o.gumbel_scale * jax.random.gumbel(keys[2], score.shape)
     num_remask = jnp.zeros((batch,), jnp.int32)
-    if opts.remask_eta > 0:
+    if o.remask_eta > 0:
       s = 1.0 - (j + 1) / opts.nfe
-      sigma = jnp.minimum(opts.remask_eta, (1.0 - alpha(s)) / alpha(1.0 - j / opts.nfe))
+      sigma = jnp.minimum(o.remask_eta, (1.0 - alpha(s)) / alpha(1.0 - j / opts.nfe))
       sampled = (x != opts.mask_id) & ~given
       num_remask = jnp.floor(sigma * jnp.sum(sampled, axis=-1)).astype(jnp.int32)
       num_remask = jnp.minimum(num_remask, remaining[j + 1])  # never more masks than the schedule keeps
     num_reveal = jnp.sum(x == opts.mask_id, axis=-1) - remaining[j + 1] + num_remask  # [batch]
     new_x, reveal_step = _reveal(x, reveal_step, candidates, score, num_reveal, first_step + j, opts.mask_id)
-    if opts.remask_eta > 0:
+    if o.remask_eta > 0:
       new_x = _remask(new_x, (x != opts.mask_id) & ~given, num_remask, keys[3], opts.mask_id)
     return new_x, reveal_step
 
   return jax.lax.fori_loop(0, opts.nfe, step, (x_init, jnp.full_like(x_init, -1)))
-
-
-def _step_options(
-  nfe, mask_id, schedule, order, token_rule, temperature, gumbel_scale, latent_dim, z_policy, remask_eta
-) -> _Steps:
-  """Check the options and resolve their names (ConfigError for a bad one)."""
-  _check_numbers(nfe, temperature, gumbel_scale, latent_dim, remask_eta)
-  return _Steps(
-    nfe=nfe,
-    mask_id=mask_id,
-    schedule=schedule,
-    score_fn=_choose(ORDERS, "order", order),
-    token_fn=_choose(TOKEN_RULES, "token_rule", token_rule),
-    z_key_fn=_choose(Z_POLICIES, "z_policy", z_policy),
-    temperature=temperature,
-    gumbel_scale=gumbel_scale,
-    latent_dim=latent_dim,
-    remask_eta=remask_eta,
-  )
 
 
 def make_sampler(
@@ -230,26 +274,19 @@ def make_sampler(
   nfe: int,
   mask_id: int,
   schedule: Schedule,
-  order: str = "random",
-  token_rule: str = "sample",
-  temperature: float = 1.0,
-  gumbel_scale: float = 0.0,
   latent_dim: int = 0,
-  z_policy: str = "fixed",
-  remask_eta: float = 0.0,
+  options: SamplerOptions = SamplerOptions(),
 ) -> Callable[[Any, jax.Array, jax.Array], SampleResult]:
   """A jitted sampler (params, key, x_init [batch, length] int32) -> SampleResult.
 
   x_init has mask_id at the positions to generate and given tokens (clues, prompts) elsewhere, which
   are kept. The sampler makes exactly nfe denoiser calls, at t_j = 1 - j/nfe for j = 0..nfe-1, and
   after step j leaves remaining_masked(schedule, m, nfe)[j + 1] positions of a row masked, where m is
-  the row's initial number of masks. remask_eta > 0 turns remasking on (module docstring). Raises
-  ConfigError for an unknown order, token_rule or z_policy, a number out of range, or (at the first
-  call) nfe > length.
+  the row's initial number of masks. latent_dim > 0 gives the denoiser a z ~ N(0, I) of that size;
+  `options` (SamplerOptions) picks the order, token rule, z policy and remasking (module docstring).
+  Raises ConfigError for nfe < 1 or (at the first call) nfe > length.
   """
-  opts = _step_options(
-    nfe, mask_id, schedule, order, token_rule, temperature, gumbel_scale, latent_dim, z_policy, remask_eta
-  )
+  opts = _steps(nfe, mask_id, schedule, latent_dim, options)
 
   @jax.jit
   def sample(params: Any, key: jax.Array, x_init: jax.Array) -> SampleResult:
@@ -279,7 +316,22 @@ class BlockModelFns(NamedTuple):
   empty_cache: Callable[[int, int], Any]
 
 
-BLOCK_Z_POLICIES = ("fresh", "shared")
+def _block_logits_fn(fns: BlockModelFns, params, x, cache, offset, block_size: int, mask_id: int):
+  """logits_fn(x_block, t [batch], z) -> [batch, block_size, vocab] of the block at `offset` of x
+  [batch, L], against the cached clean blocks before it (cache given) or, with cache None, through the
+  whole-sequence denoiser with the clean blocks of x as context."""
+  if cache is not None:
+    return lambda xb, t, z: fns.denoise_cached(params, xb, t, z, cache, offset)
+  batch, blocks = x.shape[0], x.shape[1] // block_size
+
+  def logits_fn(xb, t, z):
+    x_t = jax.lax.dynamic_update_slice_in_dim(jnp.full_like(x, mask_id), xb, offset, axis=1)
+    t_all = jnp.broadcast_to(t[:, None], (batch, blocks))
+    z_all = None if z is None else jnp.broadcast_to(z[:, None], (batch, blocks, z.shape[-1]))
+    logits = fns.denoise(params, x_t, t_all, z_all, x)
+    return jax.lax.dynamic_slice_in_dim(logits, offset, block_size, axis=1)
+
+  return logits_fn
 
 
 def make_block_sampler(
@@ -289,40 +341,22 @@ def make_block_sampler(
   nfe_per_block: int,
   mask_id: int,
   schedule: Schedule,
-  order: str = "random",
-  token_rule: str = "sample",
-  temperature: float = 1.0,
-  gumbel_scale: float = 0.0,
   latent_dim: int = 0,
-  z_policy: str = "fixed",
-  block_z: str = "fresh",
-  remask_eta: float = 0.0,
-  cached: bool = True,
+  options: SamplerOptions = SamplerOptions(),
 ) -> Callable[[Any, jax.Array, jax.Array], SampleResult]:
   """A jitted block sampler (params, key, x_init [batch, L]) -> SampleResult, L a multiple of block_size.
 
   Blocks are generated left to right; block b runs the nfe_per_block steps of `make_sampler` (same
   options) against the clean blocks before it, then becomes clean itself. Given tokens of x_init (a
-  prompt, anywhere) are kept. block_z: 'fresh' draws an independent z_b ~ N(0, I) for every block (the
-  model's prior), 'shared' uses one z for all blocks; z_policy then applies within a block. cached: keep
-  the keys and values of finished blocks (each block's clean tokens pass through the network once);
-  otherwise every denoiser call runs the whole sequence (same logits, for reference and benchmarks).
-  reveal_step counts steps over the whole run (block b's steps are b * nfe_per_block + j).
+  prompt, anywhere) are kept. options.block_z: 'fresh' draws an independent z_b ~ N(0, I) for every
+  block (the model's prior), 'shared' uses one z for all blocks; options.z_policy then applies within a
+  block. options.kv_cache: keep the keys and values of finished blocks (each block's clean tokens pass
+  through the network once); otherwise every denoiser call runs the whole sequence (same logits, for
+  reference and benchmarks). reveal_step counts steps over the whole run (block b's steps are
+  b * nfe_per_block + j).
   """
-  opts = _step_options(
-    nfe_per_block,
-    mask_id,
-    schedule,
-    order,
-    token_rule,
-    temperature,
-    gumbel_scale,
-    latent_dim,
-    z_policy,
-    remask_eta,
-  )
-  if block_z not in BLOCK_Z_POLICIES:
-    raise ConfigError(f"unknown block_z {block_z!r}: choose one of {', '.join(BLOCK_Z_POLICIES)}")
+  opts = _steps(nfe_per_block, mask_id, schedule, latent_dim, options)
+  block_z, cached = options.block_z, options.kv_cache
   if block_size < 1 or nfe_per_block > block_size:
     raise ConfigError(f"need 1 <= nfe per block ({nfe_per_block}) <= block size ({block_size})")
 
@@ -339,17 +373,7 @@ def make_block_sampler(
       offset = b * block_size
       block_z_key = jax.random.fold_in(z_key, b) if block_z == "fresh" else z_key
       x_block = jax.lax.dynamic_slice_in_dim(x, offset, block_size, axis=1)
-
-      def logits_fn(xb, t, z):
-        if cached:
-          return fns.denoise_cached(params, xb, t, z, cache, offset)
-        x_t = jnp.full_like(x, mask_id)
-        x_t = jax.lax.dynamic_update_slice_in_dim(x_t, xb, offset, axis=1)
-        t_all = jnp.broadcast_to(t[:, None], (batch, blocks))
-        z_all = None if z is None else jnp.broadcast_to(z[:, None], (batch, blocks, z.shape[-1]))
-        logits = fns.denoise(params, x_t, t_all, z_all, x)
-        return jax.lax.dynamic_slice_in_dim(logits, offset, block_size, axis=1)
-
+      logits_fn = _block_logits_fn(fns, params, x, cache, offset, block_size, mask_id)
       block_loop_key = jax.random.fold_in(loop_key, b)
       done, steps = _reveal_loop(opts, logits_fn, x_block, block_z_key, block_loop_key, b * nfe_per_block)
       x = jax.lax.dynamic_update_slice_in_dim(x, done, offset, axis=1)

@@ -29,7 +29,7 @@ from vmd_jax import checkpoints, distributed, objectives
 from vmd_jax.data import pipeline
 from vmd_jax.errors import ConfigError, TrainingError
 from vmd_jax.metrics import MetricWriter, Progress
-from vmd_jax.networks import Denoiser, PosteriorEncoder, VMDModel
+from vmd_jax.model import build_model
 
 
 @flax.struct.dataclass
@@ -43,57 +43,20 @@ class TrainState:
   rng: jax.Array
 
 
-# model.dtype -> the computation dtype; "auto" is bfloat16 on accelerators and float32 on CPU.
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(name: str):
-  """The computation dtype for model.dtype (parameters are always float32)."""
-  if name == "auto":
-    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  if name not in DTYPES:
-    raise ConfigError(f"model.dtype={name!r}: choose one of {sorted(DTYPES) + ['auto']}")
-  return DTYPES[name]
-
-
-def build_model(config, vocab_size: int, length: int) -> VMDModel:
-  """The model a config describes, for data of the given vocabulary and sequence length."""
-  m = config.model
-  if length > m.max_length:
-    raise ConfigError(f"model.max_length={m.max_length} is shorter than the data's length {length}")
-  if m.block_size and length % m.block_size:
-    raise ConfigError(f"model.block_size={m.block_size} does not divide the data's length {length}")
-  dtype = compute_dtype(m.dtype)
-  denoiser = Denoiser(
-    vocab_size=vocab_size,
-    max_length=m.max_length,
-    width=m.width,
-    depth=m.depth,
-    num_heads=m.num_heads,
-    mlp_ratio=m.mlp_ratio,
-    dropout=m.dropout,
-    latent_dim=m.latent_dim,
-    time_conditioning=m.time_conditioning,
-    latent_per_position=m.latent_per_position,
-    block_size=m.block_size,
-    dtype=dtype,
-  )
-  encoder = None
-  if m.latent_dim > 0:
-    encoder = PosteriorEncoder(
-      vocab_size=vocab_size,
-      max_length=m.max_length,
-      latent_dim=m.latent_dim,
-      width=m.encoder_width,
-      depth=m.encoder_depth,
-      num_heads=m.num_heads,
-      mlp_ratio=m.mlp_ratio,
-      init_log_std=m.encoder_init_log_std,
-      block_size=m.block_size,
-      sees_prefix=m.encoder_sees_prefix,
-      dtype=dtype,
-    )
-  return VMDModel(denoiser=denoiser, encoder=encoder)
+def check_config(train_config) -> None:
+  """Raise ConfigError, naming the field, for train options no run could use."""
+  t = train_config
+  if t.per_device_batch_size < 0:
+    raise ConfigError(f"train.per_device_batch_size={t.per_device_batch_size}: must be >= 0")
+  for name in ("steps", "batch_size", "log_every", "checkpoint_every", "max_to_keep"):
+    if t[name] <= 0:
+      raise ConfigError(f"train.{name}={t[name]}: must be positive")
+  if t.learning_rate <= 0:
+    raise ConfigError(f"train.learning_rate={t.learning_rate}: must be positive")
+  if not 0.0 <= t.ema_decay < 1.0:
+    raise ConfigError(f"train.ema_decay={t.ema_decay}: must be in [0, 1)")
+  if t.warmup_steps < 0:
+    raise ConfigError(f"train.warmup_steps={t.warmup_steps}: must be >= 0")
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -243,20 +206,31 @@ def _sigterm_flag():
 
 
 class Run:
-  """A model, its optimiser and train state for one config, restored from workdir when possible."""
+  """A model, its optimiser, train state and jitted train step for one config and dataset, restored
+  from workdir's latest checkpoint when there is one. With workdir None nothing is read or written
+  (benchmarks, tests): `train_step(state, batch(step))` then takes steps by hand."""
 
-  def __init__(self, config, workdir: str, dataset, mesh=None):
+  def __init__(self, config, workdir: str | None, dataset, mesh=None):
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.mesh = make_mesh() if mesh is None else mesh
     self.accumulation = accumulation_steps(config, self.mesh)
     self.model = build_model(config, dataset.vocab_size, dataset.length)
     self.tx = make_optimizer(config.train)
     self.settings = objectives.settings_from_config(config.objective)
-    self.checkpointer = checkpoints.Checkpointer(workdir, config.train.max_to_keep)
+    self.train_step = make_train_step(self.model, self.tx, self.settings, config.train.ema_decay, self.mesh)
     self.state = init_state(self.model, self.tx, config, dataset.length, self.mesh)
-    restored = self.checkpointer.restore_latest(checkpoints.abstract_like(self.state), config)
-    if restored is not None:
-      self.state, _ = restored
+    self.checkpointer = None
+    if workdir is not None:
+      self.checkpointer = checkpoints.Checkpointer(workdir, config.train.max_to_keep)
+      restored = self.checkpointer.restore_latest(checkpoints.abstract_like(self.state), config)
+      if restored is not None:
+        self.state, _ = restored
+
+  def batch(self, step: int) -> dict[str, jax.Array]:
+    """Global train batch `step` of the dataset (tokens and any given cells), sharded over the mesh."""
+    return global_batch(
+      self.dataset.train, step, self.config, self.mesh, self.accumulation, self.dataset.train_given
+    )
 
   @property
   def step(self) -> int:
@@ -270,8 +244,11 @@ class Run:
     return jax.device_get(params) if distributed.is_multiprocess() else params
 
   def save(self) -> None:
-    """Checkpoint the current state with the data position and the config fingerprint."""
+    """Checkpoint the current state with the data position, the config fingerprint, the whole config
+    and the data's shape (what `vmd_jax.load` rebuilds the model from)."""
     meta = {
+      "config": checkpoints.config_record(self.config),
+      "data_shape": {"vocab_size": self.dataset.vocab_size, "length": self.dataset.length},
       "step": self.step,
       "data_position": {
         "next_batch": self.step,
@@ -288,12 +265,13 @@ class Run:
     Returns False when SIGTERM stopped it early (after saving a checkpoint at the step reached), True
     otherwise. Raises TrainingError, without saving, when a step's loss or gradient is not finite.
     """
+    if self.workdir is None:
+      raise ValueError("Run.train needs a workdir for its checkpoints and metrics")
     c = self.config.train
     end = c.steps if until_step is None else min(until_step, c.steps)
     if self.step >= end:
       return True
-    step_fn = make_train_step(self.model, self.tx, self.settings, c.ema_decay, self.mesh)
-    writer = MetricWriter(self.workdir)
+    writer = MetricWriter(self.workdir, resume_step=self.step)
     step = self.step  # counted on the host
     progress = Progress(c.steps, step)
     history, metrics = [], None
@@ -302,15 +280,13 @@ class Run:
         if distributed.stop_requested(step, sigterm.is_set()):
           self._save_on_preemption()
           return False
-        batch = global_batch(
-          self.dataset.train, step, self.config, self.mesh, self.accumulation, self.dataset.train_given
-        )
+        batch = self.batch(step)
         # One step in flight at most: the host prepares this batch while the previous step runs. Deeper
         # queues stalled XLA's CPU all-reduce rendezvous on forced host devices (and abort the process).
         jax.block_until_ready(self.state.step)
         if metrics is not None:
           self._check_finite(metrics, step)
-        self.state, metrics = step_fn(self.state, batch)
+        self.state, metrics = self.train_step(self.state, batch)
         history.append(metrics)
         step += 1
         log, save = step % c.log_every == 0 or step == end, step % c.checkpoint_every == 0 or step == end
@@ -353,4 +329,5 @@ class Run:
 
   def close(self) -> None:
     """Finish pending checkpoint writes."""
-    self.checkpointer.close()
+    if self.checkpointer is not None:
+      self.checkpointer.close()

@@ -13,10 +13,34 @@ import tensorflow_datasets as tfds
 
 from vmd_jax import distributed
 from vmd_jax.data import sequences, sudoku, synthetic, text
-from vmd_jax.data.synthetic import Distribution
 from vmd_jax.errors import DataError
 
-NAMES = synthetic.NAMES + ("sequences", "sudoku", "sudoku_file") + text.NAMES
+
+def _synthetic(d):
+  builder = synthetic.prepare(d.name, d.p, d.num_train, d.num_test, d.seed, d.data_dir)
+  return builder, synthetic.VOCAB_SIZE, None
+
+
+def _sequences(d):
+  if not d.path:
+    raise DataError("dataset 'sequences' needs data.path, a .npy file of token ids [N, L]")
+  builder, vocab_size = sequences.prepare(d.path, d.test_fraction, d.seed, d.vocab_size, d.data_dir)
+  return builder, vocab_size, None
+
+
+def _sudoku(d):
+  return sudoku.prepare(d), sudoku.VOCAB_SIZE, None
+
+
+# data.name -> prepare(data_config) -> (prepared tfds builder, vocab_size, decode or None). Each
+# data module documents the data_config fields it reads.
+SOURCES: dict[str, Callable] = {
+  **{name: _synthetic for name in synthetic.NAMES},
+  "sequences": _sequences,
+  "sudoku": _sudoku,
+  "sudoku_file": _sudoku,
+  **{name: text.prepare for name in text.NAMES},
+}
 
 # Examples decoded per data-source call: few calls, yet a bounded list of decoded dicts at a time.
 _READ_CHUNK = 65536
@@ -30,10 +54,10 @@ class Dataset:
   train: np.ndarray  # [num_train, length] int32
   test: np.ndarray  # [num_test, length] int32
   vocab_size: int  # token ids are in [0, vocab_size); the mask id is vocab_size
-  distribution: Distribution | None  # the exact distribution of a synthetic set; None for user data
-  train_given: np.ndarray | None = None  # [num_train, length] bool: clues, never masked (Sudoku)
+  # [num_train, length] bool: the given tokens of each example (clues, prompts), never masked; None: none
+  train_given: np.ndarray | None = None
   test_given: np.ndarray | None = None  # [num_test, length] bool
-  decode: Callable[[np.ndarray], str] | None = None  # token ids [length] -> text (text datasets)
+  decode: Callable[[np.ndarray], str] | None = None  # token ids [length] -> text, for datasets of text
 
   @property
   def length(self) -> int:
@@ -57,59 +81,22 @@ def _read_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.n
 
 
 def load(data_config) -> Dataset:
-  """Prepares (if needed) and reads the dataset that data_config names.
+  """Prepares (if needed) and reads the dataset that data_config.name names (a key of SOURCES).
 
-  data_config has attributes name, p, num_train, num_test, seed, data_dir (None: the tfds default),
-  path, test_fraction and vocab_size; the synthetic sets use the first six, 'sequences' the last three
-  plus seed and data_dir; 'sudoku' and 'sudoku_file' are described in vmd_jax/data/sudoku.py, 'text8'
-  and 'text_file' (also seq_length and level) in vmd_jax/data/text.py. With several processes, process 0
-  prepares and the others then read. Tokens are int32 whatever the stored dtype.
+  The fields each dataset reads are documented where it is built: vmd_jax/data/synthetic.py,
+  sequences.py, sudoku.py and text.py. With several processes, process 0 prepares and the others then
+  read. Tokens are int32 whatever the stored dtype.
   """
-  name = data_config.name
-  decode = None  # token ids -> text, for the text datasets
-  if name in synthetic.NAMES:
-    dist = synthetic.distribution(name, data_config.p)
-    builder = distributed.once(
-      "prepare_data",
-      lambda: synthetic.prepare(
-        name,
-        data_config.p,
-        data_config.num_train,
-        data_config.num_test,
-        data_config.seed,
-        data_config.data_dir,
-      ),
-    )
-    vocab_size = dist.vocab_size
-  elif name == "sequences":
-    if not data_config.path:
-      raise DataError("dataset 'sequences' needs data.path, a .npy file of token ids [N, L]")
-    dist = None
-    builder, vocab_size = distributed.once(
-      "prepare_data",
-      lambda: sequences.prepare(
-        data_config.path,
-        data_config.test_fraction,
-        data_config.seed,
-        data_config.vocab_size,
-        data_config.data_dir,
-      ),
-    )
-  elif name in ("sudoku", "sudoku_file"):
-    dist, vocab_size = None, sudoku.VOCAB_SIZE
-    builder = distributed.once("prepare_data", lambda: sudoku.prepare(data_config))
-  elif name in text.NAMES:
-    dist = None
-    builder, vocab_size, decode = distributed.once("prepare_data", lambda: text.prepare(data_config))
-  else:
-    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
+  if data_config.name not in SOURCES:
+    raise DataError(f"unknown dataset {data_config.name!r}: choose one of {', '.join(SOURCES)}")
+  source = SOURCES[data_config.name]
+  builder, vocab_size, decode = distributed.once("prepare_data", lambda: source(data_config))
   train, test = _read_split(builder, "train"), _read_split(builder, "test")
   return Dataset(
-    name=name,
+    name=data_config.name,
     train=train["tokens"].astype(np.int32, copy=False),
     test=test["tokens"].astype(np.int32, copy=False),
     vocab_size=vocab_size,
-    distribution=dist,
     train_given=train.get("given"),
     test_given=test.get("given"),
     decode=decode,

@@ -275,6 +275,24 @@ def read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
   return np.stack(puzzles), np.stack(solutions)
 
 
+def read_puzzles(path: str) -> np.ndarray:
+  """Puzzles [N, 81] int8 (digits, 0 = blank) from a text or CSV file of one grid per line (81
+  characters of 0-9 or '.'); further comma-separated fields (a solution) and a header are ignored."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DataError(f"data file not found: {path}")
+  puzzles = []
+  with open(path, encoding="utf-8") as f:
+    for number, row in enumerate(f, start=1):
+      first = row.strip().split(",")[0].strip()
+      if not first or (number == 1 and not first[:1].isdigit() and first[:1] != "."):
+        continue  # blank line or header
+      puzzles.append(_grid_string(first, "puzzle", number))
+  if not puzzles:
+    raise DataError(f"{path}: no puzzles found")
+  return np.stack(puzzles)
+
+
 def _read_shah_rows(path: str) -> np.ndarray:
   if path.endswith(".npy"):
     try:

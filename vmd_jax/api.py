@@ -1,0 +1,216 @@
+"""The Python API: train a config, load a trained workdir, then sample, score sequences and solve puzzles.
+
+    import vmd_jax
+    model = vmd_jax.train(config, "runs/d1_vmd")     # or vmd_jax.load("runs/d1_vmd")
+    samples = model.sample(1000, nfe=1)              # int32 [1000, length]
+    bound = model.nll_bound(samples)                 # bound.nats: [1000], bound.estimator: its name
+
+The command line (vmd_jax.main) and the notebook are thin users of these functions.
+"""
+
+import json
+import os
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vmd_jax import checkpoints, distributed, evaluation, tasks
+from vmd_jax.data import pipeline
+from vmd_jax.errors import CheckpointError, ConfigError
+from vmd_jax.trainer import Run
+from vmd_jax.validation import validate
+
+
+def prepare(config) -> pipeline.Dataset:
+  """Check the config, join the other processes (config.jax_distributed), and prepare and read its
+  dataset; eval.nfes left empty is filled in from the data's length, and every NFE is checked against
+  it. Nothing is written but the prepared data."""
+  validate(config)
+  distributed.initialize(config)
+  dataset = pipeline.load(config.data)
+  tasks.fit_to_data(config, dataset.length)
+  return dataset
+
+
+def write_json(path: str, payload) -> None:
+  """Write payload as indented JSON (process 0 only), creating the folder."""
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(payload, f, indent=2, sort_keys=True)
+
+
+def evaluate(run: Run, extra: dict | None = None) -> dict:
+  """Evaluate a run with its task and write workdir/results.json: the results dict."""
+  results = tasks.evaluate(run)
+  c = run.config
+  results.update(
+    {
+      "task": c.task,
+      "method": c.objective.name,
+      "dataset": c.data.name,
+      "vocab_size": run.dataset.vocab_size,
+      "length": run.dataset.length,
+      "block_size": c.model.block_size,
+      **(extra or {}),
+    }
+  )
+  write_json(os.path.join(run.workdir, "results.json"), results)
+  return results
+
+
+class NLLBound(NamedTuple):
+  """A valid upper bound on -log p(x) of each sequence, in nats, and the estimator that gave it."""
+
+  nats: np.ndarray  # [N] float64
+  estimator: str
+
+
+class Model:
+  """A trained model: its config, network, evaluation parameters and workdir.
+
+  `sample`, `nll_bound` and (for Sudoku) `solve` run on the devices of this process. `results` holds
+  the evaluation results when the model comes from `train` (or results.json when loaded).
+  """
+
+  def __init__(self, run: Run, results: dict | None = None):
+    self.run, self.results = run, results
+    self.config, self.network, self.workdir = run.config, run.model, run.workdir
+    self.params = run.eval_params()
+    self.length = run.dataset.length
+
+  @property
+  def step(self) -> int:
+    """Train steps taken."""
+    return self.run.step
+
+  @property
+  def dataset(self) -> pipeline.Dataset:
+    """The run's dataset (read, and prepared if needed, at the first use after `load`)."""
+    if self.run.dataset.train.shape[0] == 0:
+      self.run.dataset = pipeline.load(self.config.data)
+    return self.run.dataset
+
+  def decode(self, tokens) -> str:
+    """Text of one token sequence [length], for datasets of text (ConfigError otherwise)."""
+    if self.dataset.decode is None:
+      raise ConfigError(f"dataset {self.config.data.name!r} has no text decoding")
+    return self.dataset.decode(np.asarray(tokens))
+
+  def sample(self, num: int, nfe: int, *, prompt=None, given=None, seed: int = 0, **options) -> np.ndarray:
+    """num samples with the nfe-step sampler of config.eval, any option of samplers.SamplerOptions
+    replaced by keyword (order='margin', z_policy='per_step', temperature=0.8, ...).
+
+    prompt: token ids [P] or [num, P] that every sample starts with; given: token ids [num, length]
+    with -1 where the sampler generates (clues, infilling). The given tokens are kept. Returns int32
+    [num, length].
+    """
+    x_init = np.full((num, self.length), self.network.vocab_size, np.int32)
+    if prompt is not None:
+      prompt = np.broadcast_to(np.asarray(prompt, np.int32), (num, np.shape(prompt)[-1]))
+      x_init[:, : prompt.shape[1]] = prompt
+    if given is not None:
+      given = np.asarray(given)
+      if given.shape != x_init.shape:
+        raise ConfigError(f"given has shape {given.shape}, expected {x_init.shape}")
+      x_init = np.where(given >= 0, given, x_init).astype(np.int32)
+    sample = evaluation.sampler(self.network, self.config, nfe, self.length, **options)
+    key, rows = jax.random.PRNGKey(seed), self.config.eval.batch_size
+    parts = [
+      np.asarray(sample(self.params, jax.random.fold_in(key, i), jnp.asarray(x_init[i : i + rows])).tokens)
+      for i in range(0, num, rows)
+    ]
+    return np.concatenate(parts)
+
+  def nll_bound(self, tokens, *, num_draws: int = 16, importance_weighted: bool = True, seed: int = 0):
+    """A valid upper bound on -log p(x) in nats for each sequence of tokens [N, length]: NLLBound.
+
+    The estimator is that of the one-token-a-step sampler (any order, z fixed per sequence or block):
+    importance-weighted over num_draws draws of (z, reveal order), or their plain average. Use it to
+    score sequences, as a loglikelihood() for evaluation harnesses.
+    """
+    tokens = np.asarray(tokens, np.int32)
+    if tokens.ndim != 2 or tokens.shape[1] != self.length:
+      raise ConfigError(f"tokens have shape {tokens.shape}, expected [N, {self.length}]")
+    if tokens.min() < 0 or tokens.max() >= self.network.vocab_size:
+      raise ConfigError(f"tokens must be in 0..{self.network.vocab_size - 1}")
+    key = jax.random.PRNGKey(seed)
+    nats = evaluation.one_token_bound(
+      self.network, self.params, self.config, tokens, key, num_draws, importance_weighted
+    )
+    kind = f"iwae{num_draws}" if importance_weighted else f"elbo{num_draws}"
+    return NLLBound(nats.astype(np.float64), f"{kind}: one token a step, random order, z fixed per block")
+
+  def solve(self, puzzles, nfe: int = 20, order: str = "margin", seed: int = 0) -> np.ndarray:
+    """Fill in puzzles with the task's solver (Sudoku: digits [N, 81], 0 = blank): digits [N, 81]."""
+    return tasks.get(self.config.task).solve(self, puzzles, nfe, order, seed)
+
+
+def compare(models: dict[str, Model], directory: str) -> tuple[str, list[str]]:
+  """The tables of trained models of one task side by side, and its comparison figures drawn into
+  directory (for the synthetic sets, the one-step joint histograms): (markdown, figure paths)."""
+  runs = {name: (model.results, model.workdir) for name, model in models.items()}
+  task_names = {model.config.task for model in models.values()}
+  if len(task_names) != 1 or any(results is None for results, _ in runs.values()):
+    raise ConfigError("compare takes evaluated models (from train, or loaded with results) of one task")
+  task = tasks.get(task_names.pop())
+  return task.table(runs), task.figures(runs, directory)
+
+
+def train(config, workdir: str, evaluate_after: bool = True) -> Model | None:
+  """Train config in workdir (resuming from its checkpoint), evaluate it (results.json) unless told
+  not to, and return the Model; None when SIGTERM stopped training (the same call resumes)."""
+  run = Run(config, workdir, prepare(config))
+  try:
+    start, start_step = time.perf_counter(), run.step
+    if not run.train():
+      return None
+    extra = {"train_seconds": round(time.perf_counter() - start, 1), "trained_steps": run.step - start_step}
+    return Model(run, evaluate(run, extra) if evaluate_after else None)
+  finally:
+    run.close()
+
+
+def _config_from_record(record: dict) -> ml_collections.ConfigDict:
+  """A config of the recorded task with the recorded values (lists back to tuples, as in the schema)."""
+  config = tasks.base_config(record["task"])
+
+  def plain(value):
+    return tuple(value) if isinstance(value, list) else value
+
+  for key, value in record.items():
+    if isinstance(value, dict):
+      for field, v in value.items():
+        if field in config[key]:
+          config[key][field] = plain(v)
+    elif key in config:
+      config[key] = plain(value)
+  return config
+
+
+def load(workdir: str, config=None) -> Model:
+  """The trained model of workdir's latest checkpoint, with the config it was trained with (or
+  `config`, which must then match the checkpoint: CheckpointError names the fields that differ)."""
+  meta = checkpoints.latest_meta(workdir)
+  if meta is None:
+    raise CheckpointError(f"{workdir} has no readable checkpoint: train first")
+  if "config" not in meta:
+    raise CheckpointError(f"the checkpoint in {workdir} records no config; pass the config to load")
+  if config is None:
+    config = _config_from_record(meta["config"])
+  validate(config)
+  shape = meta["data_shape"]
+  empty = np.zeros((0, shape["length"]), np.int32)
+  stub = pipeline.Dataset(config.data.name, empty, empty, shape["vocab_size"])
+  run = Run(config, workdir, stub)
+  run.close()
+  results_path = os.path.join(workdir, "results.json")
+  results = None
+  if os.path.exists(results_path):
+    with open(results_path, encoding="utf-8") as f:
+      results = json.load(f)
+  return Model(run, results)

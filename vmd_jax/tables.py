@@ -1,0 +1,50 @@
+"""Markdown tables from results dicts: the cells and rows that every task's report shares.
+
+A column is a results key; a value is printed with its standard error when the results hold
+`<key>_se`. Columns are those present in the results: nothing is typed in.
+"""
+
+
+def cell(result: dict, column: str) -> str:
+  """One cell: '-' when absent, accuracies to 0.1, everything else to 0.001, with ' ± s.e.'."""
+  if column not in result:
+    return "-"
+  value = f"{result[column]:.1f}" if column.startswith("acc") else f"{result[column]:.3f}"
+  if column + "_se" in result:
+    value += f" ± {result[column + '_se']:.3f}"
+  return value
+
+
+def keys(results: dict[str, dict]) -> set[str]:
+  """Every key that any of the results has."""
+  return set().union(*(r.keys() for r in results.values()))
+
+
+def nfe_order(key: str) -> tuple[str, int]:
+  """Sort key of a result name: its text before '@nfe', then N as a number (nfe8 before nfe16)."""
+  head, _, tail = key.partition("@nfe")
+  return head, int("".join(c for c in tail if c.isdigit()) or 0)
+
+
+def run_table(results: dict[str, dict], columns: list[str], headers: list[str]) -> str:
+  """A row per run: dataset (with its block size), method and steps, then the columns' cells."""
+  lines = ["| dataset | method | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(columns))]
+  for result in results.values():
+    dataset = result.get("dataset", "?")
+    if result.get("block_size"):
+      dataset += f", block {result['block_size']}"
+    cells = [dataset, result.get("method", "?"), str(result.get("steps", "?"))]
+    lines.append("| " + " | ".join(cells + [cell(result, c) for c in columns]) + " |")
+  return "\n".join(lines)
+
+
+def likelihood_table(results: dict[str, dict]) -> str:
+  """Every bound (bits per token ± s.e.), the entropy where known, and the training loss."""
+  present = keys(results)
+  bounds = sorted(k for k in present if k.endswith("bits_per_token") and k != "entropy_bits_per_token")
+  columns = bounds + [k for k in ("entropy_bits_per_token", "loss") if k in present]
+  headers = [c.replace("_bits_per_token", "") for c in columns]
+  headers[-1] = "loss (nats/token, not a bound)" if columns and columns[-1] == "loss" else headers[-1]
+  return "Likelihood: upper bounds on NLL in bits per token ± standard error\n\n" + run_table(
+    results, columns, headers
+  )

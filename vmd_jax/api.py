@@ -198,8 +198,11 @@ def load(workdir: str, config=None) -> Model:
   meta = checkpoints.latest_meta(workdir)
   if meta is None:
     raise CheckpointError(f"{workdir} has no readable checkpoint: train first")
-  if "config" not in meta:
-    raise CheckpointError(f"the checkpoint in {workdir} records no config; pass the config to load")
+  if "config" not in meta or "data_shape" not in meta:
+    raise CheckpointError(
+      f"the checkpoint in {workdir} was written by an earlier release, without its config and data shape: "
+      "evaluate or sample it with the command line, or train again"
+    )
   if config is None:
     config = _config_from_record(meta["config"])
   validate(config)

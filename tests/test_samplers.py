@@ -1,5 +1,7 @@
 """Tests for vmd_jax.samplers with toy denoisers (fixed logits, or logits that record what they see)."""
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -288,3 +290,14 @@ def test_remasking_masks_revealed_tokens_again_and_keeps_the_schedule_and_the_cl
     remasked = (states[:-1] != MASK) & (states[1:] == MASK)  # revealed before a step, masked after it
     assert remasked.any() == expect_remasking
     assert not (remasked & given).any()
+
+
+def test_random_order_reveals_every_position_first_equally_often():
+  """With the 'random' order and one token a step, the first revealed position is uniform."""
+  rows = 4000
+  x_init = jnp.full((rows, LENGTH), MASK, jnp.int32)
+  out = sampler(LENGTH, order="random")(random_logits(3), jax.random.PRNGKey(21), x_init)
+  first = np.argmin(np.asarray(out.reveal_step), axis=1)  # [rows]: the position revealed at step 0
+  freq = np.bincount(first, minlength=LENGTH) / rows
+  se = math.sqrt((1 / LENGTH) * (1 - 1 / LENGTH) / rows)
+  np.testing.assert_allclose(freq, 1 / LENGTH, atol=4 * se)

@@ -14,7 +14,6 @@ import time
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -118,13 +117,10 @@ class Model:
       if given.shape != x_init.shape:
         raise ConfigError(f"given has shape {given.shape}, expected {x_init.shape}")
       x_init = np.where(given >= 0, given, x_init).astype(np.int32)
-    sample = evaluation.sampler(self.network, self.config, nfe, self.length, **options)
-    key, rows = jax.random.PRNGKey(seed), self.config.eval.batch_size
-    parts = [
-      np.asarray(sample(self.params, jax.random.fold_in(key, i), jnp.asarray(x_init[i : i + rows])).tokens)
-      for i in range(0, num, rows)
-    ]
-    return np.concatenate(parts)
+    key = jax.random.PRNGKey(seed)
+    return evaluation.generate(
+      self.network, self.params, self.config, nfe, num, self.length, key, x_init, **options
+    )
 
   def nll_bound(self, tokens, *, num_draws: int = 16, importance_weighted: bool = True, seed: int = 0):
     """A valid upper bound on -log p(x) in nats for each sequence of tokens [N, length]: NLLBound.
@@ -195,7 +191,7 @@ def _config_from_record(record: dict) -> ml_collections.ConfigDict:
 def load(workdir: str, config=None) -> Model:
   """The trained model of workdir's latest checkpoint, with the config it was trained with (or
   `config`, which must then match the checkpoint: CheckpointError names the fields that differ)."""
-  meta = checkpoints.latest_meta(workdir)
+  meta = checkpoints.Checkpointer(workdir).latest_meta()
   if meta is None:
     raise CheckpointError(f"{workdir} has no readable checkpoint: train first")
   if "config" not in meta or "data_shape" not in meta:

@@ -41,18 +41,6 @@ def config_record(config) -> dict[str, Any]:
   return plain(config.to_dict())
 
 
-def latest_meta(workdir: str) -> dict[str, Any] | None:
-  """The JSON record of a workdir's newest checkpoint that can be read, or None when it has none."""
-  checkpointer = Checkpointer(workdir)
-  steps = sorted(checkpointer._manager.all_steps(), reverse=True) if checkpointer._manager else []
-  for step in steps:
-    try:
-      return checkpointer.read_meta(step)
-    except Exception:  # noqa: BLE001, S112 - a damaged checkpoint: restore_latest sets it aside
-      continue
-  return None
-
-
 def _directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
@@ -82,6 +70,15 @@ class Checkpointer:
     """The JSON record saved with a checkpoint."""
     restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return restored["meta"]
+
+  def latest_meta(self) -> dict[str, Any] | None:
+    """The JSON record of the newest checkpoint that can be read, or None when there is none."""
+    for step in sorted(self._manager.all_steps(), reverse=True) if self._manager else []:
+      try:
+        return self.read_meta(step)
+      except Exception:  # noqa: BLE001, S112 - a damaged checkpoint: restore_latest sets it aside
+        continue
+    return None
 
   def check_matches(self, step: int, config, meta: dict[str, Any] | None = None) -> None:
     """Raise CheckpointError naming the config values that differ from those the checkpoint was made with."""

@@ -50,15 +50,20 @@ def sampler(model, config, nfe: int, length: int | None = None, **changes):
   return model_lib.sampler(model, schedule, options, nfe, length)
 
 
-def generate(model, params, config, nfe: int, num: int, length: int, key) -> np.ndarray:
-  """num unconditional samples with an nfe-step sampler: int32 [num, length]."""
-  e = config.eval
-  sample = sampler(model, config, nfe, length=length)
-  out = []
-  for start in range(0, num, e.batch_size):
-    rows = min(e.batch_size, num - start)
-    x_init = jnp.full((rows, length), model.vocab_size, jnp.int32)
-    out.append(np.asarray(sample(params, jax.random.fold_in(key, start), x_init).tokens))
+def generate(model, params, config, nfe: int, num: int, length: int, key, x_init=None, **changes):
+  """num samples with the nfe-step sampler of config.eval (any option replaced by `changes`), in
+  batches of eval.batch_size: int32 [num, length]. x_init [num, length] holds given tokens and the mask
+  id where to generate; None: every position is generated."""
+  sample = sampler(model, config, nfe, length, **changes)
+  if x_init is None:
+    x_init = np.full((num, length), model.vocab_size, np.int32)
+  rows = config.eval.batch_size
+  out = [
+    np.asarray(
+      sample(params, jax.random.fold_in(key, start), jnp.asarray(x_init[start : start + rows])).tokens
+    )
+    for start in range(0, num, rows)
+  ]
   return np.concatenate(out)
 
 
@@ -132,7 +137,7 @@ def one_token_bound(
   e, length = config.eval, tokens.shape[1]
   blocks = objectives.num_blocks(model, length)
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
-  batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k, 1))
+  batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k, num_draws, 1))
 
   @jax.jit
   def bound(params, x0, k):

@@ -48,13 +48,20 @@ def check_config(model_config, has_latent: bool) -> None:
     )
 
 
-def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
-  """The model a config describes, for data of the given vocabulary and sequence length."""
-  m = config.model
+def check_length(model_config, length: int) -> int:
+  """Raise ConfigError unless the model fits sequences of `length` tokens; returns their block count."""
+  m = model_config
   if length > m.max_length:
     raise ConfigError(f"model.max_length={m.max_length} is shorter than the data's length {length}")
   if m.block_size and length % m.block_size:
     raise ConfigError(f"model.block_size={m.block_size} does not divide the data's length {length}")
+  return networks.block_layout(length, m.block_size)[0]
+
+
+def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
+  """The model a config describes, for data of the given vocabulary and sequence length."""
+  m = config.model
+  check_length(m, length)
   dtype = compute_dtype(m.dtype)
   denoiser = networks.Denoiser(
     vocab_size=vocab_size,

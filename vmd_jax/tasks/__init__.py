@@ -11,7 +11,7 @@ below, and add configs/<name>.py whose get_config starts from `base_config("<nam
 import jax
 
 from vmd_jax import defaults
-from vmd_jax.model import check_nfes
+from vmd_jax.model import check_length, check_nfes
 from vmd_jax.tasks import base, sequences, sudoku, synthetic, text  # noqa: F401 - each registers itself
 from vmd_jax.tasks.base import REGISTRY, Task, get
 
@@ -26,12 +26,10 @@ def base_config(task: str):
 
 def fit_to_data(config, length: int) -> None:
   """Fill in eval.nfes from the task's default for the data's length when it is empty (in place), and
-  check every NFE against the length and the block count (ConfigError)."""
+  check the model and every NFE against the length and the block count (ConfigError)."""
   if not config.eval.nfes:
     config.eval.nfes = get(config.task).default_nfes(length)
-  block_size = config.model.block_size
-  blocks = length // block_size if block_size and length % block_size == 0 else 1
-  check_nfes(config.eval.nfes, length, blocks)
+  check_nfes(config.eval.nfes, length, check_length(config.model, length))
 
 
 def evaluate(run) -> dict:

@@ -270,7 +270,8 @@ def test_text_config_trains_evaluates_and_writes_samples_through_the_cli(tmp_pat
   assert proc.returncode == 0, proc.stderr[-2000:]
   results = json.loads((workdir / "results.json").read_text())
   assert results["block_size"] == 4 and results["vocab_size"] == len(set(corpus.read_text()))
-  assert results["bpc_bound"] == results["nelbo_bits_per_token"]
+  assert results["bpc_bound"] == results["iwae2_bits_per_token"] and results["bpc_bound_estimator"] == "iwae2"
+  assert "remask_eta=0.2" in results["bound_notes"]
   assert results["ppl_bound"] == pytest.approx(2.0 ** results["bpc_bound"])
   assert {"iwae2_bits_per_token", "nelbo@nfe4_bits_per_token", "nelbo@nfe16_bits_per_token"} <= set(results)
   for nfe in (4, 16):
@@ -292,9 +293,10 @@ def test_text_report_lists_every_bound_in_nfe_order(tmp_path):
     results = {"method": name, "block_size": 4, "steps": 10, "length": 16, "loss": 2.0}
     results.update({"bpc_bound": bpc, "bpc_bound_se": 0.01, "ppl_bound": 2**bpc})
     results.update({f"nelbo@nfe{n}_bits_per_token": bpc + 1 / n for n in (16, 4)})
-    results.update({"nelbo_bits_per_token": bpc, "samples_tokens_per_s@nfe16": 100.0, "task": "text"})
+    results.update({"iwae4_bits_per_token": bpc, "bpc_bound_estimator": "iwae4"})
+    results.update({"samples_tokens_per_s@nfe16": 100.0, "task": "text"})
     (run / "results.json").write_text(json.dumps(results))
   table = report.main([str(tmp_path / "mdm"), str(tmp_path / "vmd")])
   header = next(line for line in table.splitlines() if line.startswith("| method"))
-  assert header.index("nelbo@nfe4") < header.index("nelbo@nfe16") and "| nelbo |" not in header
+  assert header.index("nelbo@nfe4") < header.index("nelbo@nfe16") and "| iwae4 |" not in header
   assert "| vmd | 4 | 10 | 4.000 ± 0.010 | 4.250 | 4.062 | 16.000 | 2.000 | 100 |" in table

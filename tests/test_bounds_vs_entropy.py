@@ -3,7 +3,6 @@ reported bound is at least the entropy, while the vmd training loss can drop bel
 
 import math
 
-import pytest
 from conftest import load_config, shrink
 
 from vmd_jax import tasks, trainer
@@ -28,14 +27,14 @@ def _train_and_evaluate(arg, data_dir, workdir, steps):
   return results
 
 
-@pytest.mark.parametrize("arg, steps", [("pair,vmd", 500), ("d1,mdm", 150), ("pair_nonuniform,global", 150)])
-def test_every_reported_bound_is_at_least_the_entropy(arg, steps, data_dir, tmp_path):
-  results = _train_and_evaluate(arg, data_dir, str(tmp_path), steps)
+# Every bound of every objective's model is checked against exact enumeration in test_objectives
+# and test_exact_samplers; here one trained run shows the sanity law on data of known entropy.
+def test_every_reported_bound_is_at_least_the_entropy_and_the_vmd_loss_is_not(data_dir, tmp_path):
+  results = _train_and_evaluate("pair,vmd", data_dir, str(tmp_path), 250)
   entropy = results["entropy_bits_per_token"]
   bounds = [k for k in results if k.endswith("bits_per_token") and k != "entropy_bits_per_token"]
   assert len(bounds) >= 3, bounds
   for key in bounds:
     assert results[key] >= entropy - 3 * results[key + "_se"], (key, results[key], entropy)
-  if arg == "pair,vmd":
-    # The optimised vmd loss (nats per token) is not a bound: here it is below the entropy.
-    assert results["loss"] < entropy * math.log(2), (results["loss"], entropy * math.log(2))
+  # The optimised vmd loss (nats per token) is not a bound: here it is below the entropy.
+  assert results["loss"] < entropy * math.log(2), (results["loss"], entropy * math.log(2))

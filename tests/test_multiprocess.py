@@ -84,7 +84,7 @@ def test_only_process_zero_writes_and_the_checkpoint_restores(two_processes):
   assert steps == list(range(config.train.log_every, config.train.steps + 1, config.train.log_every))
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
-  assert np.isfinite(results["nelbo_bits_per_token"])
+  assert np.isfinite(results["nelbo@nfe4_bits_per_token"])
   run = trainer.Run(config, workdir, pipeline.load(config.data))  # restored by one process
   assert run.step == config.train.steps
   for a, b in zip(_params(outs[0]), jax.tree.leaves(jax.device_get(run.state.params)), strict=True):

@@ -39,9 +39,9 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     JAX_PLATFORMS="cpu",
     XLA_FLAGS=FAST_COMPILE,
     VMD_QUICKSTART_STEPS="20",
-    VMD_QUICKSTART_SAMPLES="500",
-    VMD_QUICKSTART_BOUND_EXAMPLES="32",
-    VMD_QUICKSTART_EXAMPLES="2000",
+    VMD_QUICKSTART_SAMPLES="200",
+    VMD_QUICKSTART_BOUND_EXAMPLES="8",
+    VMD_QUICKSTART_EXAMPLES="1000",
     VMD_QUICKSTART_DATA_DIR=str(tmp_path / "tfds"),
     MPLCONFIGDIR=str(tmp_path / "matplotlib"),
   )

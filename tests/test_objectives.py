@@ -153,33 +153,3 @@ def test_uniform_predictor_gives_log2_vocab_bits_per_token():
   assert abs(bits.mean() - math.log2(V)) < 4 * bits.std() / math.sqrt(bits.size)
   path = objectives.trajectory_log_weights(model, params, X0, jax.random.PRNGKey(1), schedule, 2)
   np.testing.assert_allclose(-np.asarray(path) / (L * math.log(2)), math.log2(V), rtol=1e-5)
-
-
-def test_latent_bound_is_mdm_bound_of_z_plus_kl():
-  """With a latent: E over (z, t, M_t) of the bound equals E_q[exact NELBO given z] + KL(q || p)."""
-  model = _model(latent_dim=2)
-  params = _params(model, seed=4, noise=0.3)
-  posterior = objectives.global_posterior(model, params, X0)
-  kl = np.asarray(jnp.sum(networks.kl_to_prior(posterior), -1))
-  num_z = 400
-  z = jax.vmap(lambda k: networks.sample_gaussian(posterior, k))(
-    jax.random.split(jax.random.PRNGKey(5), num_z)
-  )
-  x0 = jnp.tile(X0, (num_z, 1))  # [num_z * batch, length], z-major like z.reshape below
-  given_z = _exact_given_z(model, params, x0, z.reshape(-1, z.shape[-1])).reshape(num_z, -1).mean(0)
-  draws = np.asarray(
-    objectives.nelbo_draws(model, params, X0, jax.random.PRNGKey(6), get_schedule("linear", 0.0), 20_000)
-  )
-  se = draws.std(0) / math.sqrt(len(draws))
-  assert np.all(np.abs(draws.mean(0) - (given_z + kl)) < 4 * se + 0.02)
-
-
-def _exact_given_z(model, params, x0, z):
-  total = np.zeros(x0.shape[0])
-  for size in range(1, L + 1):
-    coef = math.factorial(size - 1) * math.factorial(L - size) / math.factorial(L)
-    for subset in itertools.combinations(range(L), size):
-      masked = np.zeros(x0.shape, bool)
-      masked[:, list(subset)] = True
-      total += coef * _token_nll(model, params, x0, jnp.asarray(masked), z)[:, list(subset)].sum(-1)
-  return total

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vmd_jax import checkpoints, distributed, evaluation, tasks
+from vmd_jax import checkpoints, distributed, evaluation, objectives, tasks
 from vmd_jax.data import pipeline
 from vmd_jax.errors import CheckpointError, ConfigError
 from vmd_jax.trainer import Run
@@ -125,9 +125,11 @@ class Model:
   def nll_bound(self, tokens, *, num_draws: int = 16, importance_weighted: bool = True, seed: int = 0):
     """A valid upper bound on -log p(x) in nats for each sequence of tokens [N, length]: NLLBound.
 
-    The estimator is that of the one-token-a-step sampler (any order, z fixed per sequence or block):
-    importance-weighted over num_draws draws of (z, reveal order), or their plain average. Use it to
-    score sequences, as a loglikelihood() for evaluation harnesses.
+    The bound is of the one-token-a-step version of the config's sampler (random order, sampled
+    values; z fixed per sequence or block, or fresh at every step, as eval.z_policy says; see
+    evaluation.bounded_sampler): importance-weighted over num_draws draws (of (z, reveal order), or of z
+    at each step), or their plain average. The estimator's name says which. Use it to score sequences,
+    as a loglikelihood() for evaluation harnesses.
     """
     tokens = np.asarray(tokens, np.int32)
     if tokens.ndim != 2 or tokens.shape[1] != self.length:
@@ -139,7 +141,13 @@ class Model:
       self.network, self.params, self.config, tokens, key, num_draws, importance_weighted
     )
     kind = f"iwae{num_draws}" if importance_weighted else f"elbo{num_draws}"
-    return NLLBound(nats.astype(np.float64), f"{kind}: one token a step, random order, z fixed per block")
+    blocks = objectives.num_blocks(self.network, self.length)
+    has_latent = self.network.latent_dim > 0
+    options = evaluation.bounded_sampler(
+      evaluation.sampler_options(self.config, self.network), has_latent, blocks
+    )[0]
+    sampler = evaluation.describe_sampler(options, has_latent, blocks)
+    return NLLBound(nats.astype(np.float64), f"{kind}: one token a step, {sampler}")
 
   def solve(self, puzzles, nfe: int = 20, order: str = "margin", seed: int = 0) -> np.ndarray:
     """Fill in puzzles with the task's solver (Sudoku: digits [N, 81], 0 = blank): digits [N, 81]."""

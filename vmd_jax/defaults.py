@@ -63,7 +63,7 @@ def _objective() -> ml_collections.ConfigDict:
   s.beta = 1.0  # KL weight after warm-up
   s.kl_warmup_steps = 0  # beta rises linearly from 0 over these steps
   s.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
-  s.kl_time_weight = False  # vmd: whether the KL term carries w(t) (True collapses z on D1)
+  s.kl_time_weight = False  # vmd: whether the KL term carries w(t) (not paid where nothing is masked)
   return s
 
 
@@ -102,8 +102,12 @@ def _eval() -> ml_collections.ConfigDict:
   s.kv_cache = True  # block models: cache the keys and values of finished blocks
   s.remask_eta = 0.0  # remasking (ReMDM-style capped schedule) for every sampler; 0 = off
   s.bound_examples = 2_000  # test sequences for the likelihood bounds
-  s.bound_draws = 64  # (t, M_t, z) draws per sequence for the continuous-time bound
-  s.iwae_k = 16  # importance samples for the IWAE bound (0 disables it)
+  s.iwae_k = 16  # importance samples of the headline bound, one token a step (0 disables it)
+  s.step_draws = 4  # z_policy per_step: draws of z per step that each importance sample averages
+  # the continuous-time bound too (z fixed; infinite variance under the linear schedule), with
+  # bound_draws (t, M_t, z) draws per sequence
+  s.continuous_bound = False
+  s.bound_draws = 64
   # where the bounds draw z from: posterior (the encoder, every position masked) | prior (N(0, I), no KL)
   s.bound_proposal = "posterior"
   s.seed = 1
@@ -112,7 +116,6 @@ def _eval() -> ml_collections.ConfigDict:
 
 def base_config() -> ml_collections.ConfigDict:
   """A complete config with library defaults; experiments override parts of it."""
-  c = ml_collections.ConfigDict()
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and the train rng
   c.task = ""  # a name in vmd_jax.tasks.REGISTRY, set by vmd_jax.tasks.base_config(<task>)

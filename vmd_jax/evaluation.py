@@ -29,7 +29,7 @@ def check_config(eval_config, has_latent: bool) -> None:
   samplers.SamplerOptions.from_config(e, has_latent)
   if e.bound_proposal not in objectives.PROPOSALS:
     raise ConfigError(f"eval.bound_proposal={e.bound_proposal!r}: choose one of {list(objectives.PROPOSALS)}")
-  for name in ("num_samples", "batch_size", "bound_examples", "bound_draws"):
+  for name in ("num_samples", "batch_size", "bound_examples", "bound_draws", "step_draws"):
     if e[name] <= 0:
       raise ConfigError(f"eval.{name}={e[name]}: must be positive")
   if e.iwae_k < 0:
@@ -83,67 +83,151 @@ def _batched(fn, params, tokens: np.ndarray, batch_size: int, key) -> np.ndarray
   return np.concatenate(parts, axis=-1)
 
 
-def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[str, float]:
-  """Valid NLL bounds on test tokens [N, length], in bits per token with standard errors.
+def bounded_sampler(
+  options: samplers.SamplerOptions, has_latent: bool, blocks: int
+) -> tuple[samplers.SamplerOptions, tuple[str, ...]]:
+  """The sampler that the bounds describe, and why it differs from `options` (the eval sampler).
 
-  nelbo: the continuous-time bound (a) with z ~ q(z | x0); nelbo@nfe{N}: the finite-step bound (b) of
-  the N-step random-order sampler with z fixed and sampled token values; iwae{K}: the importance-
-  weighted bound over K draws of (z, reveal order) of the one-token-a-step model. For a block model
-  every bound is a sum over blocks (N counts the steps of all blocks; IWAE weights each block's
-  conditional likelihood separately). Parameters are arguments of the jitted functions, never
-  constants baked into them.
+  A bound is implemented for random-order samplers with sampled token values at any temperature,
+  without remasking, with z fixed per sequence (a fresh z_b per block) or fresh at every step. For
+  other settings the bounds are of the nearest such sampler, and a note says what was changed: argmax
+  values have no likelihood (their sampled version at temperature 1 is bounded); confidence orders,
+  remasking and one z shared by all blocks have no bound here. Gumbel noise on random scores leaves
+  the order uniform, so it changes nothing.
+  """
+  notes, changes = [], {"gumbel_scale": 0.0, "kv_cache": True}
+  if options.token_rule == "argmax":
+    notes.append("argmax token values have no likelihood: bounds of sampled values at temperature 1")
+    changes.update(token_rule="sample", temperature=1.0)
+  if options.order != "random":
+    notes.append(f"no bound for order={options.order}: bounds of the random order")
+    changes["order"] = "random"
+  if options.remask_eta > 0:
+    notes.append(f"no bound for remask_eta={options.remask_eta:g}: bounds without remasking")
+    changes["remask_eta"] = 0.0
+  if not has_latent:
+    changes.update(z_policy="fixed", block_z="fresh")
+  elif blocks > 1 and options.block_z == "shared" and options.z_policy == "fixed":
+    notes.append("no bound for block_z=shared: bounds of a fresh z_b per block")
+    changes["block_z"] = "fresh"
+  return options.replace(**changes), tuple(notes)
+
+
+def describe_sampler(options: samplers.SamplerOptions, has_latent: bool, blocks: int) -> str:
+  """The sampler a bound belongs to, in words (options as returned by `bounded_sampler`)."""
+  parts = ["random order", f"sampled tokens at temperature {options.temperature:g}"]
+  if has_latent and options.z_policy == "per_step":
+    parts.append("a fresh z at every step")
+  elif has_latent:
+    parts.append("z fixed per block (a fresh z_b per block)" if blocks > 1 else "z fixed per sequence")
+  return ", ".join(parts)
+
+
+def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[str, Any]:
+  """Valid NLL bounds on test tokens [N, length], in bits per token with standard errors, each of the
+  sampler that results["bound_sampler"] names (`bounded_sampler`; results["bound_notes"] says how it
+  differs from the eval sampler).
+
+  iwae{K} (the headline): the importance-weighted bound of the one-token-a-step sampler (NFE = length)
+  over K paths, each (z, reveal order) with z fixed, or an order with eval.step_draws draws of z per
+  step with a fresh z per step (`one_token_bound`); nelbo@nfe{N}: the bound (-E log w) of the N-step
+  sampler, one path per sequence. Both have finite variance. With eval.continuous_bound, also nelbo:
+  the continuous-time bound (NFE -> infinity, z fixed only) at eps = 0, whose variance is infinite
+  under the linear schedule (its `_se` is then no standard error). For a block model every bound is a
+  sum over blocks (N counts the steps of all blocks; IWAE weights each block's conditional likelihood
+  separately). Parameters are arguments of the jitted functions, never constants baked into them.
   """
   e, length = config.eval, tokens.shape[1]
-  blocks = objectives.num_blocks(model, length)
-  schedule = get_schedule(config.objective.schedule, config.objective.eps)
+  blocks, latent = objectives.num_blocks(model, length), model.latent_dim > 0
+  options, notes = bounded_sampler(sampler_options(config, model), latent, blocks)
+  schedule = get_schedule(config.objective.schedule, config.objective.eps)  # the sampler's own
   batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k, 1))
-  results = {}
+  results: dict[str, Any] = {"bound_sampler": describe_sampler(options, latent, blocks)}
   draws_key, path_key, iwae_key = jax.random.split(key, 3)
 
-  @jax.jit
-  def draws(params, x0, k):
-    return objectives.nelbo_draws(model, params, x0, k, schedule, e.bound_draws, e.bound_proposal)
-
-  per_seq = _batched(draws, params, tokens, batch, draws_key).mean(axis=0)
-  results["nelbo_bits_per_token"], results["nelbo_bits_per_token_se"] = _mean_se(per_seq, length)
-
-  @functools.partial(jax.jit, static_argnums=(3, 4))
-  def log_weights(params, x0, k, nfe, per_block=False):
+  @functools.partial(jax.jit, static_argnums=(3,))
+  def log_weights(params, x0, k, nfe):
     return objectives.trajectory_log_weights(
-      model, params, x0, k, schedule, nfe // blocks, per_block, e.bound_proposal
+      model,
+      params,
+      x0,
+      k,
+      schedule,
+      nfe // blocks,
+      False,
+      e.bound_proposal,
+      options.z_policy,
+      options.temperature,
     )
 
+  if e.iwae_k > 0:
+    per_seq = one_token_bound(model, params, config, tokens, iwae_key, e.iwae_k, options=options)
+    name = f"iwae{e.iwae_k}_bits_per_token"
+    results[name], results[name + "_se"] = _mean_se(per_seq, length)
   for nfe in e.nfes:
     path_fn = functools.partial(log_weights, nfe=nfe)
     per_seq = -_batched(path_fn, params, tokens, batch, jax.random.fold_in(path_key, nfe))
     name = f"nelbo@nfe{nfe}_bits_per_token"
     results[name], results[name + "_se"] = _mean_se(per_seq, length)
-  if e.iwae_k > 0:
-    per_seq = one_token_bound(model, params, config, tokens, iwae_key, e.iwae_k)
-    name = f"iwae{e.iwae_k}_bits_per_token"
-    results[name], results[name + "_se"] = _mean_se(per_seq, length)
+  if e.continuous_bound and (options.z_policy != "fixed" or options.temperature != 1.0):
+    notes += ("no continuous-time bound for this sampler",)
+  elif e.continuous_bound:
+    exact = get_schedule(config.objective.schedule, 0.0)  # alpha(1) = 0: every token is paid for
+
+    @jax.jit
+    def draws(params, x0, k):
+      return objectives.nelbo_draws(model, params, x0, k, exact, e.bound_draws, e.bound_proposal)
+
+    per_seq = _batched(draws, params, tokens, batch, draws_key).mean(axis=0)
+    results["nelbo_bits_per_token"], results["nelbo_bits_per_token_se"] = _mean_se(per_seq, length)
+  if notes:
+    results["bound_notes"] = "; ".join(notes)
   return results
 
 
 def one_token_bound(
-  model, params, config, tokens: np.ndarray, key, num_draws: int, importance_weighted: bool = True
+  model,
+  params,
+  config,
+  tokens: np.ndarray,
+  key,
+  num_draws: int,
+  importance_weighted: bool = True,
+  options: samplers.SamplerOptions | None = None,
 ) -> np.ndarray:
   """A valid upper bound on -log p(x0) per sequence of tokens [N, length], in nats: [N].
 
-  Over num_draws draws of (z ~ q(z | x0), a uniformly random reveal order) of the one-token-a-step
-  sampler with z fixed (per block for a block model): importance-weighted, -log (1/K sum_k w_k), or
-  else the mean of -log w_k. A block model's bound is the sum of its blocks' bounds.
+  The bound is of the one-token-a-step sampler that `options` (default: `bounded_sampler` of the
+  config's eval sampler) describes, over num_draws draws of a path: importance-weighted,
+  -log (1/K sum_k w_k), or else the mean of -log w_k. z fixed: a path is (z ~ q(z | x0), a uniformly
+  random reveal order). A fresh z per step: a path is an order, and its w averages eval.step_draws
+  draws of z at every step when importance-weighted (one otherwise). A block model's bound is the sum
+  of its blocks'.
   """
   e, length = config.eval, tokens.shape[1]
   blocks = objectives.num_blocks(model, length)
+  if options is None:
+    options = bounded_sampler(sampler_options(config, model), model.latent_dim > 0, blocks)[0]
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
-  batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k, num_draws, 1))
+  batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k * e.step_draws, num_draws * e.step_draws, 1))
+  per_step = model.latent_dim > 0 and options.z_policy == "per_step"
+  step_draws = e.step_draws if per_step and importance_weighted else 1
 
   @jax.jit
   def bound(params, x0, k):
     def log_weights(kk):
       return objectives.trajectory_log_weights(
-        model, params, x0, kk, schedule, length // blocks, True, e.bound_proposal
+        model,
+        params,
+        x0,
+        kk,
+        schedule,
+        length // blocks,
+        True,
+        e.bound_proposal,
+        options.z_policy,
+        options.temperature,
+        step_draws,
       )
 
     log_w = jax.lax.map(log_weights, jax.random.split(k, num_draws))  # [K, batch, blocks]
@@ -159,7 +243,7 @@ def objective_loss(model, params, config, tokens: np.ndarray, key, final_step: i
 
   @jax.jit
   def batch_loss(params, x0, k):
-    return objectives.loss_fn(model, params, {"tokens": x0}, k, settings, final_step)[0][None]
+    return objectives.loss_fn(model, params, {"tokens": x0}, k, settings, final_step, train=False)[0][None]
 
   return float(np.mean(_batched(batch_loss, params, tokens, config.eval.batch_size, key)))
 

@@ -269,8 +269,9 @@ class Denoiser(nn.Module):
     h, c = h[:, :n], c[:, :n]  # the noisy positions
     shift, scale = jnp.split(dense(2 * self.width, kernel_init=zeros, name="final_adaln")(nn.silu(c)), 2, -1)
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype)(h), shift, scale)
-    logits = dense(self.vocab_size, name="logits")(h)
-    return logits.astype(jnp.float32)  # logits: [batch, n, vocab]
+    # The logits layer runs in float32 under mixed precision too: its outputs are what every bound and
+    # sampler reads.
+    return nn.Dense(self.vocab_size, dtype=jnp.float32, name="logits")(h.astype(jnp.float32))  # [batch, n, V]
 
   def _conditioning(self, time_mlp, t, z, batch: int, n: int, size: int, clean_only: bool):
     """The adaLN conditioning c of each position [batch, n, width]: the time embedding of its block's

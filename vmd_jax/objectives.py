@@ -6,6 +6,7 @@ Notation of the design note: x0 clean tokens [batch, length], alpha(t) the maski
 Training objectives (the loss that is optimised; see design note §2-3):
   mdm:    w(t) * sum_{i in M_t} -log p(x0_i | x_t)
   vmd:    w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * [w(t)] * KL(q(z | x0, M_t) || p(z))
+          (the bracketed w(t): objective.kl_time_weight; the KL is then not paid where nothing is masked)
   global: w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z))
 The vmd loss is NOT a bound on the NLL (design note §3); the bounds below are, and only they are
 reported as likelihoods.
@@ -38,7 +39,7 @@ class ObjectiveSettings(NamedTuple):
   beta: float = 1.0
   kl_warmup_steps: int = 0
   free_bits: float = 0.0
-  kl_time_weight: bool = True
+  kl_time_weight: bool = False
 
 
 def check_config(objective_config) -> None:
@@ -110,6 +111,14 @@ def weighted_nll(schedule: Schedule, t: jax.Array, logits, x0, masked) -> jax.Ar
   return jnp.sum(jnp.where(any_masked, nelbo_weight(schedule, t) * ce, 0.0), axis=-1)
 
 
+def _time_weighted(schedule: Schedule, t: jax.Array, masked: jax.Array, term: jax.Array) -> jax.Array:
+  """w(t) * term per block [batch, blocks], and 0 for a block with nothing masked: at such a t the
+  sampler reveals nothing, so nothing is paid. This also keeps E_t[w(t) * term] finite under the
+  linear schedule (w = 1/t, but P(anything masked) ~ L t as t -> 0)."""
+  any_masked = jnp.any(masked.reshape(term.shape + (-1,)), axis=-1)
+  return jnp.where(any_masked, nelbo_weight(schedule, t) * term, 0.0)
+
+
 def kl_weight(settings: ObjectiveSettings, step) -> jax.Array:
   """beta, linearly warmed up from 0 over kl_warmup_steps."""
   if settings.kl_warmup_steps <= 0:
@@ -146,41 +155,41 @@ def _corrupt(model, batch, key, settings):
   return t, masked, jnp.where(masked, model.vocab_size, x0)
 
 
-def mdm_loss(model, params, batch, key, settings, step):
+def mdm_loss(model, params, batch, key, settings, step, train=True):
   """Masked diffusion NELBO estimate w(t) * sum_{i in M_t} CE_i: [batch] and named terms."""
   del step
   corrupt_key, drop_key = jax.random.split(key)
   t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
-  logits = _denoise(model, params, x_t, t, None, drop_key, True, batch["tokens"])
+  logits = _denoise(model, params, x_t, t, None, drop_key, train, batch["tokens"])
   recon = weighted_nll(settings.schedule, t, logits, batch["tokens"], masked)
   return recon, {"recon": recon}
 
 
-def _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask: bool):
+def _latent_loss(model, params, batch, key, settings, step, train, encoder_sees_mask: bool):
   corrupt_key, z_key, drop_key = jax.random.split(key, 3)
   x0 = batch["tokens"]
   t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
   enc_mask = masked if encoder_sees_mask else jnp.ones_like(masked)
   posterior = model.apply(params, x0, enc_mask, method="posterior")
   z = networks.sample_gaussian(posterior, z_key)
-  logits = _denoise(model, params, x_t, t, z, drop_key, True, x0)
+  logits = _denoise(model, params, x_t, t, z, drop_key, train, x0)
   recon = weighted_nll(settings.schedule, t, logits, x0, masked)
   kl_dims = networks.per_block(networks.kl_to_prior(posterior), 2)  # [batch, blocks, latent_dim]
   kl_term = free_bits_kl(kl_dims, settings.free_bits)  # [batch, blocks]
   if encoder_sees_mask and settings.kl_time_weight:
-    kl_term = nelbo_weight(settings.schedule, networks.per_block(t, 1)) * kl_term
+    kl_term = _time_weighted(settings.schedule, networks.per_block(t, 1), masked, kl_term)
   loss = recon + kl_weight(settings, step) * jnp.sum(kl_term, axis=-1)
   return loss, {"recon": recon, "kl": jnp.sum(kl_dims, axis=(1, 2))}
 
 
-def vmd_loss(model, params, batch, key, settings, step):
+def vmd_loss(model, params, batch, key, settings, step, train=True):
   """The paper's objective: posterior q(z | x0, M_t) per sampled t, KL optionally weighted by w(t)."""
-  return _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask=True)
+  return _latent_loss(model, params, batch, key, settings, step, train, encoder_sees_mask=True)
 
 
-def global_loss(model, params, batch, key, settings, step):
+def global_loss(model, params, batch, key, settings, step, train=True):
   """The fixed-z bound trained directly: q(z | x0) (encoder sees every position masked), one KL."""
-  return _latent_loss(model, params, batch, key, settings, step, encoder_sees_mask=False)
+  return _latent_loss(model, params, batch, key, settings, step, train, encoder_sees_mask=False)
 
 
 OBJECTIVES: dict[str, Callable[..., Any]] = {"mdm": mdm_loss, "vmd": vmd_loss, "global": global_loss}
@@ -191,15 +200,16 @@ def needs_latent(name: str) -> bool:
   return name != "mdm"
 
 
-def loss_fn(model, params, batch, key, settings: ObjectiveSettings, step):
-  """Scalar training loss in nats per token, and metrics averaged over the batch.
+def loss_fn(model, params, batch, key, settings: ObjectiveSettings, step, train: bool = True):
+  """Scalar training loss in nats per token, and metrics averaged over the batch. train=False turns
+  dropout off (the loss on test data).
 
   The loss is the optimised objective, labelled `loss`; for mdm (and global with beta = 1 and no free
   bits) it is also a bound estimate, but only the evaluation bounds are reported as likelihoods.
   """
   if settings.name not in OBJECTIVES:
     raise ConfigError(f"unknown objective {settings.name!r}: choose one of {sorted(OBJECTIVES)}")
-  per_seq, terms = OBJECTIVES[settings.name](model, params, batch, key, settings, step)
+  per_seq, terms = OBJECTIVES[settings.name](model, params, batch, key, settings, step, train)
   length = batch["tokens"].shape[1]
   metrics = {name: jnp.mean(value) / length for name, value in terms.items()}
   loss = jnp.mean(per_seq) / length
@@ -262,26 +272,67 @@ def nelbo_draws(
   return jax.lax.map(one_draw, jax.random.split(key, num_draws))
 
 
-def trajectory_log_weights(
-  model, params, x0, key, schedule: Schedule, nfe: int, per_block: bool = False, proposal: str = "posterior"
-) -> jax.Array:
-  """log [p(x0, path | z) p(z) / (q(path | x0) q(z | x0))] for one random reveal path per block.
+Z_POLICIES = ("fixed", "per_step")
 
-  The path is that of the nfe-step random-order sampler with z fixed: a uniformly random order, cut
-  into the per-step counts of `remaining_masked`. Since the path's distribution does not depend on
-  x0, the weight is sum_steps sum_{i revealed} log p(x0_i | x_t, z) + log p(z) - log q(z | x0).
-  -E[weight] is the finite-step bound (b) of the design note for that sampler; with nfe = the block's
-  length (one token a step) it is the any-order autoregressive form of the continuous-time bound.
-  For a block model, nfe counts the steps of each block, every block follows its own path with its
-  own z_b against the clean blocks before it, and all blocks advance together in one denoiser call
-  per step. Returns the sequence's weight [batch], or with per_block the weight of each block
-  [batch, blocks] (they add up to the sequence's). proposal picks q(z | x0) (`bound_proposal`).
+
+def _step_proposal(model, params, x0, masked, proposal: str) -> networks.GaussianPosterior:
+  """r(z | x0, M) of one step of the per-step bound: the training posterior q(z | x0, M_t) with the
+  step's masked set M (`posterior`), or the prior N(0, I) (`prior`)."""
+  if proposal == "posterior":
+    return model.apply(params, x0, masked, method="posterior")
+  return bound_proposal(model, params, x0, "prior")
+
+
+def _revealed_log_lik(model, params, x_t, t, z, x0, revealed, blocks, temperature):
+  """sum_{i revealed} log p(x0_i | x_t, z) under softmax(logits / temperature): [batch, blocks]."""
+  logits = _denoise(model, params, x_t, t, z, None, False, x0) / temperature
+  return -masked_cross_entropy(logits, x0, revealed, blocks).reshape(x0.shape[0], blocks)
+
+
+def trajectory_log_weights(
+  model,
+  params,
+  x0,
+  key,
+  schedule: Schedule,
+  nfe: int,
+  per_block: bool = False,
+  proposal: str = "posterior",
+  z_policy: str = "fixed",
+  temperature: float = 1.0,
+  step_draws: int = 1,
+) -> jax.Array:
+  """log w for one random reveal path per block of the nfe-step random-order sampler, E[w] = p(x0).
+
+  The path is that of `samplers.make_sampler` with order 'random' and sampled token values at
+  `temperature`: a uniformly random order, cut into the per-step counts of `remaining_masked`, step j
+  at t_j = 1 - j/nfe. Since the path's distribution does not depend on x0, it cancels from the weight.
+  - z_policy 'fixed' (one z per sequence, or per block): z ~ q(z | x0) and
+    log w = sum_steps sum_{i revealed} log p(x0_i | x_t, z) + log p(z) - log q(z | x0).
+  - z_policy 'per_step' (a fresh z ~ N(0, I) at every step): at each step, step_draws draws
+    z_k ~ r(z | x0, M_{t_j}) and log w adds log (1/K sum_k p(x0_U | x_t, z_k) p(z_k) / r(z_k)), U the
+    step's revealed set. For every K, exp of it is unbiased for the step's p(x0_U | x_t), so -log w is
+    a valid bound (the per-step bound of the design note, one KL per step, at K = 1).
+  proposal picks q or r: `posterior` (fixed: the encoder at the full mask; per step: the training
+  posterior at the step's mask) or `prior`. Either way E[w] = p(x0) and -E[log w] >= -log p(x0): the
+  finite-step bound (b) of the design note for that sampler; with nfe = the block's length (one
+  token a step) it is the any-order form. For a block model, nfe counts the steps of each block,
+  every block follows its own path with its own z_b against the clean blocks before it, and all
+  blocks advance together in one denoiser call per step. Returns the sequence's log w [batch], or with
+  per_block each block's [batch, blocks] (they add up to the sequence's).
   """
+  if z_policy not in Z_POLICIES:
+    raise ConfigError(f"z_policy={z_policy!r}: choose one of {', '.join(Z_POLICIES)}")
+  if step_draws < 1 or (step_draws > 1 and z_policy == "fixed"):
+    raise ConfigError(
+      f"step_draws={step_draws}: must be 1 for z fixed (use iwae_bound over paths), >= 1 else"
+    )
   batch, length = x0.shape
   blocks, size = networks.block_layout(length, model.block_size)
   order_key, z_key = jax.random.split(key)
   log_w, z = jnp.zeros((batch, blocks)), None
-  if model.latent_dim > 0:
+  latent = model.latent_dim > 0
+  if latent and z_policy == "fixed":
     posterior = bound_proposal(model, params, x0, proposal)
     z = networks.sample_gaussian(posterior, z_key)
     log_w = networks.prior_log_prob(z) - networks.gaussian_log_prob(posterior, z)
@@ -296,8 +347,17 @@ def trajectory_log_weights(
     masked = masked.reshape(batch, length)
     t = jnp.full((batch, blocks) if blocks > 1 else (batch,), 1.0 - j / nfe)
     x_t = jnp.where(masked, model.vocab_size, x0)
-    logits = _denoise(model, params, x_t, t, z, None, False, x0)
-    return log_w - masked_cross_entropy(logits, x0, revealed, blocks).reshape(batch, blocks)
+    if not latent or z_policy == "fixed":
+      return log_w + _revealed_log_lik(model, params, x_t, t, z, x0, revealed, blocks, temperature)
+    r = _step_proposal(model, params, x0, masked, proposal)
+
+    def one_draw(k):
+      z_k = networks.sample_gaussian(r, k)
+      correction = (networks.prior_log_prob(z_k) - networks.gaussian_log_prob(r, z_k)).reshape(batch, blocks)
+      return _revealed_log_lik(model, params, x_t, t, z_k, x0, revealed, blocks, temperature) + correction
+
+    draws = jax.vmap(one_draw)(jax.random.split(jax.random.fold_in(z_key, j), step_draws))
+    return log_w + jax.nn.logsumexp(draws, axis=0) - math.log(step_draws)
 
   log_w = jax.lax.fori_loop(0, nfe, step, log_w)
   return log_w if per_block else jnp.sum(log_w, axis=-1)

@@ -245,7 +245,8 @@ def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0)
     keys = jax.random.split(jax.random.fold_in(loop_key, j), 4)
     z = None
     if opts.latent_dim > 0:
-      z = jax.random.normal(opts.z_key_fn(z_key, j), (batch, opts.latent_dim))
+      # the step counted over the whole run, so that per-step z's differ between blocks (block_z shared)
+      z = jax.random.normal(opts.z_key_fn(z_key, first_step + j), (batch, opts.latent_dim))
     t = jnp.full((batch,), 1.0 - j / opts.nfe, jnp.float32)
     logits = logits_fn(x, t, z)  # [batch, n, vocab]
     candidates = opts.token_fn(logits, keys[0], o.temperature)  # [batch, n]
@@ -349,11 +350,11 @@ def make_block_sampler(
   Blocks are generated left to right; block b runs the nfe_per_block steps of `make_sampler` (same
   options) against the clean blocks before it, then becomes clean itself. Given tokens of x_init (a
   prompt, anywhere) are kept. options.block_z: 'fresh' draws an independent z_b ~ N(0, I) for every
-  block (the model's prior), 'shared' uses one z for all blocks; options.z_policy then applies within a
-  block. options.kv_cache: keep the keys and values of finished blocks (each block's clean tokens pass
-  through the network once); otherwise every denoiser call runs the whole sequence (same logits, for
-  reference and benchmarks). reveal_step counts steps over the whole run (block b's steps are
-  b * nfe_per_block + j).
+  block (the model's prior), 'shared' uses one z for all blocks; with options.z_policy 'per_step'
+  every step of every block draws its own z, whatever block_z says. options.kv_cache: keep the keys
+  and values of finished blocks (each block's clean tokens pass through the network once); otherwise
+  every denoiser call runs the whole sequence (same logits, for reference and benchmarks). reveal_step
+  counts steps over the whole run (block b's steps are b * nfe_per_block + j).
   """
   opts = _steps(nfe_per_block, mask_id, schedule, latent_dim, options)
   block_z, cached = options.block_z, options.kv_cache

@@ -14,25 +14,31 @@ from vmd_jax.errors import ConfigError
 
 
 class Schedule(NamedTuple):
-  """alpha(t) and its time derivative, both elementwise in t."""
+  """alpha(t), its time derivative and 1 - alpha(t), all elementwise in t. 1 - alpha is written out
+  per schedule, so that it keeps its precision where alpha(t) is close to 1 (small t): computed as
+  1 - alpha, it is 0 in float32 for cosine below t of about 5e-4, and w(t) is then infinite."""
 
   alpha: Callable[[jax.Array], jax.Array]
   dalpha: Callable[[jax.Array], jax.Array]
+  one_minus_alpha: Callable[[jax.Array], jax.Array]
 
 
 def _linear() -> Schedule:
-  return Schedule(alpha=lambda t: 1.0 - t, dalpha=lambda t: -jnp.ones_like(t))
+  return Schedule(alpha=lambda t: 1.0 - t, dalpha=lambda t: -jnp.ones_like(t), one_minus_alpha=lambda t: t)
 
 
 def _cosine() -> Schedule:
   return Schedule(
     alpha=lambda t: jnp.cos(0.5 * jnp.pi * t),
     dalpha=lambda t: -0.5 * jnp.pi * jnp.sin(0.5 * jnp.pi * t),
+    one_minus_alpha=lambda t: 2.0 * jnp.sin(0.25 * jnp.pi * t) ** 2,  # 1 - cos(2a) = 2 sin(a)^2
   )
 
 
 def _poly(k: float) -> Schedule:
-  return Schedule(alpha=lambda t: 1.0 - t**k, dalpha=lambda t: -k * t ** (k - 1.0))
+  return Schedule(
+    alpha=lambda t: 1.0 - t**k, dalpha=lambda t: -k * t ** (k - 1.0), one_minus_alpha=lambda t: t**k
+  )
 
 
 def get_schedule(name: str, eps: float = 1e-4) -> Schedule:
@@ -59,12 +65,14 @@ def get_schedule(name: str, eps: float = 1e-4) -> Schedule:
   return Schedule(
     alpha=lambda t: eps + scale * base.alpha(t),
     dalpha=lambda t: scale * base.dalpha(t),
+    one_minus_alpha=lambda t: scale * base.one_minus_alpha(t),
   )
 
 
 def nelbo_weight(schedule: Schedule, t: jax.Array) -> jax.Array:
-  """w(t) = -alpha'(t) / (1 - alpha(t)), the weight of each masked token's cross-entropy."""
-  return -schedule.dalpha(t) / (1.0 - schedule.alpha(t))
+  """w(t) = -alpha'(t) / (1 - alpha(t)), the weight of each masked token's cross-entropy: finite for
+  every t in (0, 1] in float32 (1 - alpha from the schedule's own closed form)."""
+  return -schedule.dalpha(t) / schedule.one_minus_alpha(t)
 
 
 def remaining_masked(schedule: Schedule, num_masked: jax.Array, nfe: int) -> jax.Array:

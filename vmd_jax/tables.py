@@ -45,6 +45,28 @@ def likelihood_table(results: dict[str, dict]) -> str:
   columns = bounds + [k for k in ("entropy_bits_per_token", "loss") if k in present]
   headers = [c.replace("_bits_per_token", "") for c in columns]
   headers[-1] = "loss (nats/token, not a bound)" if columns and columns[-1] == "loss" else headers[-1]
-  return "Likelihood: upper bounds on NLL in bits per token ± standard error\n\n" + run_table(
-    results, columns, headers
+  return (
+    "Likelihood: upper bounds on NLL in bits per token ± standard error\n\n"
+    + run_table(results, columns, headers)
+    + bound_legend(results)
+  )
+
+
+def bound_legend(results: dict[str, dict]) -> str:
+  """Which sampler each run's bounds belong to (`bound_sampler`, with `bound_notes` on how it differs
+  from the run's own sampler), one line per distinct description: '' when no run names one."""
+  groups: dict[str, list[str]] = {}
+  for result in results.values():
+    if "bound_sampler" in result:
+      text = result["bound_sampler"] + (f" ({result['bound_notes']})" if result.get("bound_notes") else "")
+      dataset = result.get("dataset", "?") + (
+        f" (block {result['block_size']})" if result.get("block_size") else ""
+      )
+      groups.setdefault(text, []).append(f"{dataset} {result.get('method', '?')}")
+  if not groups:
+    return ""
+  lines = [f"- {', '.join(runs)}: {text}" for text, runs in groups.items()]
+  return (
+    "\n\nEach bound is that of the sampler named here (iwae: one token a step; nelbo@nfeN: N steps):\n"
+    + "\n".join(lines)
   )

@@ -93,3 +93,16 @@ def test_bfloat16_compute_keeps_float32_parameters_and_outputs_close_to_float32(
   q_half = _apply(mixed)(trained, jnp.minimum(x_t, V - 1), masked, method="posterior")
   assert q_half.mean.dtype == jnp.float32
   np.testing.assert_allclose(q_half.mean, q_full.mean, atol=0.1)
+
+
+def test_the_logits_layer_computes_in_float32_under_bfloat16():
+  """The last matmul of the bf16 denoiser (hidden state -> logits) takes float32 operands: its logits,
+  which every sampler and bound reads, are not rounded to bfloat16."""
+  model, params = _init(latent_dim=0)
+  mixed = networks.VMDModel(model.denoiser.clone(dtype=jnp.bfloat16), None)
+  x_t, t = _inputs()
+  jaxpr = jax.make_jaxpr(lambda p: mixed.apply(p, x_t, t, None, method="denoise"))(params)
+  dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert any(v.aval.dtype == jnp.bfloat16 for e in dots[:-1] for v in e.invars)  # the body is bf16
+  assert dots[-1].outvars[0].aval.shape[-1] == V
+  assert all(v.aval.dtype == jnp.float32 for v in dots[-1].invars), [v.aval for v in dots[-1].invars]

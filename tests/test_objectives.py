@@ -153,3 +153,25 @@ def test_uniform_predictor_gives_log2_vocab_bits_per_token():
   assert abs(bits.mean() - math.log2(V)) < 4 * bits.std() / math.sqrt(bits.size)
   path = objectives.trajectory_log_weights(model, params, X0, jax.random.PRNGKey(1), schedule, 2)
   np.testing.assert_allclose(-np.asarray(path) / (L * math.log(2)), math.log2(V), rtol=1e-5)
+
+
+def test_test_set_loss_runs_without_dropout():
+  """evaluation.objective_loss of a model with dropout equals that of the same model and parameters
+  without it, while a training-mode loss differs: dropout is off on test data."""
+  from vmd_jax import evaluation, tasks
+
+  config = tasks.base_config("sequences")
+  config.objective.name, config.eval.batch_size = "mdm", 8
+  with_dropout = networks.VMDModel(networks.Denoiser(V, L, width=16, depth=1, num_heads=2, dropout=0.5), None)
+  without = networks.VMDModel(networks.Denoiser(V, L, width=16, depth=1, num_heads=2), None)
+  params = _params(without)
+  tokens, key = np.tile(np.asarray(X0), (3, 1)), jax.random.PRNGKey(0)
+  test_loss = [evaluation.objective_loss(m, params, config, tokens, key, 0) for m in (with_dropout, without)]
+  assert test_loss[0] == pytest.approx(test_loss[1], rel=1e-6)
+  settings = objectives.settings_from_config(config.objective)
+  batch = {"tokens": jnp.asarray(tokens)}
+  train_loss = [
+    float(jax.jit(lambda p, m=m: objectives.loss_fn(m, p, batch, key, settings, 0)[0])(params))
+    for m in (with_dropout, without)
+  ]
+  assert abs(train_loss[0] - train_loss[1]) > 1e-3

@@ -131,11 +131,13 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
   iwae{K} (the headline): the importance-weighted bound of the one-token-a-step sampler (NFE = length)
   over K paths, each (z, reveal order) with z fixed, or an order with eval.step_draws draws of z per
   step with a fresh z per step (`one_token_bound`); nelbo@nfe{N}: the bound (-E log w) of the N-step
-  sampler, one path per sequence. Both have finite variance. With eval.continuous_bound, also nelbo:
-  the continuous-time bound (NFE -> infinity, z fixed only) at eps = 0, whose variance is infinite
-  under the linear schedule (its `_se` is then no standard error). For a block model every bound is a
-  sum over blocks (N counts the steps of all blocks; IWAE weights each block's conditional likelihood
-  separately). Parameters are arguments of the jitted functions, never constants baked into them.
+  sampler, one path per sequence (with a fresh z per step, each step importance-weights
+  eval.step_draws draws of z; one draw is the E_r[...] + KL(r || p) form). Both have finite variance.
+  With eval.continuous_bound, also nelbo: the continuous-time bound (NFE -> infinity, z fixed only) at
+  eps = 0, whose variance is infinite under the linear schedule (its `_se` is then no standard error).
+  For a block model every bound is a sum over blocks (N counts the steps of all blocks; IWAE weights
+  each block's conditional likelihood separately). Parameters are arguments of the jitted functions,
+  never constants baked into them.
   """
   e, length = config.eval, tokens.shape[1]
   blocks, latent = objectives.num_blocks(model, length), model.latent_dim > 0
@@ -158,6 +160,7 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
       e.bound_proposal,
       options.z_policy,
       options.temperature,
+      e.step_draws if latent and options.z_policy == "per_step" else 1,
     )
 
   if e.iwae_k > 0:

@@ -136,16 +136,22 @@ class Model:
       raise ConfigError(f"tokens have shape {tokens.shape}, expected [N, {self.length}]")
     if tokens.min() < 0 or tokens.max() >= self.network.vocab_size:
       raise ConfigError(f"tokens must be in 0..{self.network.vocab_size - 1}")
-    key = jax.random.PRNGKey(seed)
-    nats = evaluation.one_token_bound(
-      self.network, self.params, self.config, tokens, key, num_draws, importance_weighted
-    )
-    kind = f"iwae{num_draws}" if importance_weighted else f"elbo{num_draws}"
     blocks = objectives.num_blocks(self.network, self.length)
     has_latent = self.network.latent_dim > 0
     options = evaluation.bounded_sampler(
       evaluation.sampler_options(self.config, self.network), has_latent, blocks
     )[0]
+    nats = evaluation.one_token_bound(
+      self.network,
+      self.params,
+      self.config,
+      tokens,
+      jax.random.PRNGKey(seed),
+      num_draws,
+      importance_weighted,
+      options,
+    )
+    kind = f"iwae{num_draws}" if importance_weighted else f"elbo{num_draws}"
     sampler = evaluation.describe_sampler(options, has_latent, blocks)
     return NLLBound(nats.astype(np.float64), f"{kind}: one token a step, {sampler}")
 

@@ -160,7 +160,7 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
       e.bound_proposal,
       options.z_policy,
       options.temperature,
-      e.step_draws if latent and options.z_policy == "per_step" else 1,
+      e.step_draws if options.z_policy == "per_step" else 1,
     )
 
   if e.iwae_k > 0:
@@ -213,8 +213,8 @@ def one_token_bound(
     options = bounded_sampler(sampler_options(config, model), model.latent_dim > 0, blocks)[0]
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
   batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k * e.step_draws, num_draws * e.step_draws, 1))
-  per_step = model.latent_dim > 0 and options.z_policy == "per_step"
-  step_draws = e.step_draws if per_step and importance_weighted else 1
+  # (bounded_sampler sets z_policy 'fixed' for a model without a latent)
+  step_draws = e.step_draws if options.z_policy == "per_step" and importance_weighted else 1
 
   @jax.jit
   def bound(params, x0, k):

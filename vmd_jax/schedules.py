@@ -16,7 +16,7 @@ from vmd_jax.errors import ConfigError
 class Schedule(NamedTuple):
   """alpha(t), its time derivative and 1 - alpha(t), all elementwise in t. 1 - alpha is written out
   per schedule, so that it keeps its precision where alpha(t) is close to 1 (small t): computed as
-  1 - alpha, it is 0 in float32 for cosine below t of about 5e-4, and w(t) is then infinite."""
+  1 - alpha, it is 0 in float32 for cosine below t of about 1.5e-4, and w(t) is then infinite."""
 
   alpha: Callable[[jax.Array], jax.Array]
   dalpha: Callable[[jax.Array], jax.Array]

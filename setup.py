@@ -38,7 +38,7 @@ setup(
   extras_require={
     "test": [
       "pytest>=8",
-      "pytest-xdist>=3.5",
+      "pytest-xdist>=3.8",
       "ruff>=0.6",
       "nbclient>=0.10",
       "nbformat>=5.10",

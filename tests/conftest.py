@@ -1,12 +1,30 @@
 """Test setup: two forced CPU devices (set before jax is imported), a compilation cache shared by the
-session's processes, and small shared helpers."""
+session's processes, faster compilation, and small shared helpers."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
-# The tests' models are tiny, so compiling is most of their time: XLA's backend optimisation is off
-# for them (and for the command lines and notebook they start), which halves it.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+def _xla_knows(flag: str) -> bool:
+  """Whether this jaxlib's XLA accepts a flag (an unknown flag in XLA_FLAGS aborts the process)."""
+  env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+  probe = [sys.executable, "-c", "import jax; jax.devices()"]
+  return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
+
+
+# The tests' models are tiny, so compiling is most of their time. For them (and for the command lines,
+# processes and notebook kernel they start), XLA's backend optimisation is off, and where this jaxlib
+# has the choice, fusions are emitted by the older loop emitters instead of the MLIR ones: each halves
+# the compile time. The numbers the library prints elsewhere use XLA's defaults. Found once per session
+# (the test workers inherit it).
+FAST_COMPILE = os.environ.get("VMD_TEST_FAST_COMPILE")
+if FAST_COMPILE is None:
+  FAST_COMPILE = "--xla_backend_optimization_level=0"
+  if _xla_knows("--xla_cpu_use_fusion_emitters=false"):
+    FAST_COMPILE += " --xla_cpu_use_fusion_emitters=false"
+  os.environ["VMD_TEST_FAST_COMPILE"] = FAST_COMPILE
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=2 {FAST_COMPILE}"
 ).strip()
@@ -19,8 +37,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import importlib.util  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -62,20 +78,24 @@ def run_cli(workdir, config, *flags, data_dir):
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def run_in_process(capsys, workdir, config, *flags, data_dir):
+def run_in_process(workdir, config, *flags, data_dir):
   """The command line of cli_command run in this process, from the repository root, through
-  main.command_status (no interpreter start-up): a CompletedProcess with the captured output."""
+  main.command_status (no interpreter start-up, and the compiled functions of earlier tests are
+  reused): a CompletedProcess with what it printed. It runs on the test process's two CPU devices."""
+  import contextlib
+  import io
+
   from vmd_jax import main
 
   args, _ = cli_command(workdir, config, *flags, data_dir=data_dir)
-  cwd = os.getcwd()
+  cwd, out, err = os.getcwd(), io.StringIO(), io.StringIO()
   os.chdir(REPO)
   try:
-    status = main.command_status(args[2:])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      status = main.command_status(args[2:])
   finally:
     os.chdir(cwd)
-  out = capsys.readouterr()
-  return subprocess.CompletedProcess(args, status, out.out, out.err)
+  return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def load_config(filename: str, arg: str | None = None):
@@ -121,7 +141,7 @@ def multiprocess_config(data_dir: str, npy_path: str):
   config.model.max_length = 8
   config.train.checkpoint_every = 3
   config.train.log_every = 2
-  config.eval.nfes = (1, 4)
+  config.eval.nfes = (4,)  # one sampler and one bound to compile in each process
   config.eval.iwae_k = 0
   return config
 
@@ -203,3 +223,31 @@ def perturbed_params(model, length: int, seed: int = 0, noise: float = 0.5):
 def data_dir(tmp_path_factory):
   """One tfds data dir shared by the whole session (datasets are prepared once)."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+# The two workers take whole files, in the order of the collection (pyproject: --no-loadscope-reorder),
+# and a worker takes the next file when it has two tests left. The longest files go first, so that none
+# of them starts while the other worker is almost done (longest processing time first); the rest
+# follow in alphabetical order.
+LONGEST_FIRST = [
+  "test_resilience.py",
+  "test_exact_samplers.py",
+  "test_blocks.py",
+  "test_cli.py",
+  "test_multiprocess.py",
+  "test_notebook.py",
+  "test_sudoku.py",
+  "test_api.py",
+  "test_configs.py",
+  "test_trainer.py",
+  "test_bounds_vs_entropy.py",
+  "test_objectives.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    name = os.path.basename(str(item.path))
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+  items.sort(key=rank)  # stable: each file's tests keep their order

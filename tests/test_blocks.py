@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import perturbed_params, run_cli
+from conftest import perturbed_params, run_in_process
 
 from vmd_jax import model as model_lib
 from vmd_jax import networks, objectives, samplers
@@ -254,7 +254,7 @@ def test_text_config_trains_evaluates_and_writes_samples_through_the_cli(tmp_pat
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60, encoding="utf-8")
   workdir = tmp_path / "run"
-  proc = run_cli(
+  proc = run_in_process(
     str(workdir),
     "configs/text8.py:vmd,block4,cpu",
     f"--config.data.path={corpus}",

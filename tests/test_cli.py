@@ -22,7 +22,7 @@ def _tree(path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("run") / "pair_vmd")
-  proc = run_cli(workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", data_dir=data_dir)
+  proc = run_in_process(workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", data_dir=data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return workdir, proc
 
@@ -57,7 +57,7 @@ def test_eval_mode_reproduces_the_results_of_training(trained, data_dir):
   workdir, _ = trained
   with open(os.path.join(workdir, "results.json")) as f:
     after_training = json.load(f)
-  proc = run_cli(
+  proc = run_in_process(
     workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=4", "--mode=eval", data_dir=data_dir
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -72,7 +72,6 @@ def test_eval_mode_reproduces_the_results_of_training(trained, data_dir):
 def test_sample_mode_uses_the_checkpoint(trained, data_dir, capsys):
   workdir, _ = trained
   proc = run_in_process(
-    capsys,
     workdir,
     "configs/synthetic.py:pair,vmd",
     "--config.train.steps=4",
@@ -96,7 +95,6 @@ def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, d
   workdir, _ = trained
   before = _tree(workdir)
   proc = run_in_process(
-    capsys,
     workdir,
     "configs/synthetic.py:pair,vmd",
     "--config.train.steps=8",
@@ -126,7 +124,7 @@ def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, d
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, data_dir, capsys, config, flags, words):
   """In this process (main.command_status), as the command line runs: exit status 2, one line."""
   workdir = tmp_path / "run"
-  _assert_one_line_error(run_in_process(capsys, str(workdir), config, *flags, data_dir=data_dir), *words)
+  _assert_one_line_error(run_in_process(str(workdir), config, *flags, data_dir=data_dir), *words)
   assert not workdir.exists()
 
 
@@ -142,7 +140,7 @@ def test_malformed_data_file_is_a_one_line_error(tmp_path, data_dir, capsys):
   path = tmp_path / "tokens.npy"
   path.write_text("0 1 2\n3 4 5\n")
   proc = run_in_process(
-    capsys, str(tmp_path / "run"), "configs/sequences.py:mdm", f"--config.data.path={path}", data_dir=data_dir
+    str(tmp_path / "run"), "configs/sequences.py:mdm", f"--config.data.path={path}", data_dir=data_dir
   )
   _assert_one_line_error(proc, "tokens.npy")
   assert not (tmp_path / "run").exists()
@@ -153,7 +151,7 @@ def test_own_sequences_train_end_to_end_with_nfes_that_follow_the_length(tmp_pat
   rng = np.random.default_rng(0)
   np.save(path, rng.integers(0, 5, size=(128, 8)).astype(np.int64))
   workdir = tmp_path / "run"
-  proc = run_cli(
+  proc = run_in_process(
     str(workdir),
     "configs/sequences.py:vmd",
     f"--config.data.path={path}",

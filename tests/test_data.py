@@ -122,6 +122,23 @@ def test_synthetic_builder_is_deterministic_from_the_seed(tmp_path):
   assert not np.array_equal(np.sort(first.train, axis=0), np.sort(other.train, axis=0))
 
 
+def test_runs_preparing_the_same_data_at_once_share_the_files(tmp_path, monkeypatch):
+  """Two runs started side by side on data not yet prepared: the one that finishes writing second
+  reads the files of the first instead of failing."""
+  real, other = synthetic.SyntheticTokens._generate_examples, []
+
+  def generate(self, num, stream):
+    if not other:  # while this run writes, the other run prepares the same set and finishes first
+      other.append(None)
+      other[0] = pipeline.load(_config(tmp_path, name="d2"))
+    yield from real(self, num, stream)
+
+  monkeypatch.setattr(synthetic.SyntheticTokens, "_generate_examples", generate)
+  mine = pipeline.load(_config(tmp_path, name="d2"))
+  np.testing.assert_array_equal(mine.train, other[0].train)
+  np.testing.assert_array_equal(mine.test, other[0].test)
+
+
 @pytest.mark.parametrize("name, p", [("pair_nonuniform", None), ("pair_corr", 0.5), ("d2", None)])
 def test_train_frequencies_match_the_distribution(tmp_path, name, p):
   num = 20_000

@@ -42,6 +42,7 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     VMD_QUICKSTART_SAMPLES="200",
     VMD_QUICKSTART_BOUND_EXAMPLES="8",
     VMD_QUICKSTART_EXAMPLES="1000",
+    VMD_QUICKSTART_NFES="1",
     VMD_QUICKSTART_DATA_DIR=str(tmp_path / "tfds"),
     MPLCONFIGDIR=str(tmp_path / "matplotlib"),
   )

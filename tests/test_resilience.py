@@ -29,6 +29,20 @@ def setup(data_dir):
   return config, pipeline.load(config.data)
 
 
+@pytest.fixture(scope="module")
+def straight(setup, tmp_path_factory):
+  """An uninterrupted run of the setup config: its train states (on the host) at the start, after 4
+  steps and at the end."""
+  config, dataset = setup
+  run = trainer.Run(config, str(tmp_path_factory.mktemp("straight")), dataset)
+  start = jax.device_get(run.state)
+  run.train(until_step=4)
+  at_4 = jax.device_get(run.state)
+  run.train()
+  run.close()
+  return start, at_4, jax.device_get(run.state)
+
+
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
@@ -76,12 +90,10 @@ def test_per_device_batch_must_divide_the_global_batch(setup):
     trainer.accumulation_steps(c, trainer.make_mesh())
 
 
-def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(setup, tmp_path, monkeypatch):
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+  setup, straight, tmp_path, monkeypatch
+):
   config, dataset = setup
-  clean = trainer.Run(config, str(tmp_path / "clean"), dataset)
-  clean.train(until_step=4)
-  clean.close()
-
   real_loss = objectives.loss_fn
 
   def loss_turning_nan(model, params, batch, key, settings, step):
@@ -95,11 +107,15 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(setup, 
     run.train()
   run.close()
   assert run.step == 4  # the non-finite step was not applied
+  stopped = jax.device_get(run.state)
   monkeypatch.undo()
   resumed = trainer.Run(config, str(tmp_path / "diverged"), dataset)
   assert resumed.checkpointer.latest_step() == 4
   assert all(np.isfinite(x).all() for x in _leaves(resumed.state.params))
-  _assert_same(resumed.state, clean.state)
+  _assert_same(resumed.state, stopped)  # what it kept is the state it stopped with
+  # and its good steps are those of a run without the fault: the same up to rounding, since the
+  # loss that turns nan is another program
+  assert_same_training(resumed.state.params, straight[1].params, straight[0].params)
   resumed.close()
 
 
@@ -128,12 +144,8 @@ def _damage(step_dir):
         f.write(b"\x13" * max(size, 1))
 
 
-def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(setup, tmp_path, capsys):
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(setup, straight, tmp_path, capsys):
   config, dataset = setup
-  straight = trainer.Run(config, str(tmp_path / "straight"), dataset)
-  straight.train()
-  straight.close()
-
   workdir = tmp_path / "damaged"
   first = trainer.Run(config, str(workdir), dataset)
   first.train(until_step=4)  # checkpoints at steps 2 and 4
@@ -147,7 +159,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(setup, tmp_
   assert (workdir / "checkpoints_unreadable" / "4").is_dir()  # moved aside, not deleted
   second.train()
   second.close()
-  _assert_same(second.state, straight.state)
+  _assert_same(second.state, straight[2])
 
 
 def _final_state(workdir):
@@ -192,11 +204,20 @@ def _wait_for_new_checkpoint(proc, workdir, timeout=120):
     time.sleep(0.05)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, uninterrupted):
+def test_kills_and_a_preemption_at_any_moment_then_resume_matches_the_uninterrupted_run(
+  tmp_path, data_dir, uninterrupted
+):
+  """One workdir through a SIGKILL during start-up or compilation, a SIGTERM (preemption) as soon as a
+  checkpoint appears, a SIGKILL during training (possibly mid-save), then a run to the end."""
   workdir = str(tmp_path)
+  rng = np.random.default_rng(0)
+  proc = _start(workdir, data_dir)
+  time.sleep(rng.uniform(1.0, 4.0))
+  proc.kill()
+  proc.communicate(timeout=60)
+
   proc = _start(workdir, data_dir)
   _wait_for_new_checkpoint(proc, workdir)
-  time.sleep(0.3)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
@@ -205,27 +226,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, uninte
   assert 0 < stopped_at < 80
   assert _final_state(workdir)[0] == stopped_at  # saved where it stopped, not at the last periodic save
   assert not os.path.exists(os.path.join(workdir, "results.json"))  # evaluation waits for the resume
-  proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  step, state = _final_state(workdir)
-  assert step == 80
-  _assert_same(state, uninterrupted[1])
 
+  proc = _start(workdir, data_dir)
+  _wait_for_new_checkpoint(proc, workdir)
+  time.sleep(rng.uniform(0.0, 0.5))
+  proc.kill()
+  proc.communicate(timeout=60)
 
-def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
-  tmp_path, data_dir, uninterrupted
-):
-  workdir = str(tmp_path)
-  rng = np.random.default_rng(0)
-  for kill in range(2):
-    proc = _start(workdir, data_dir)
-    if kill == 0:
-      time.sleep(rng.uniform(1.0, 4.0))  # during start-up or compilation
-    else:
-      _wait_for_new_checkpoint(proc, workdir)  # during training, possibly mid-save
-      time.sleep(rng.uniform(0.0, 0.5))
-    proc.kill()
-    proc.communicate(timeout=60)
   proc = run_cli(workdir, *KILL_RUN, data_dir=data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   step, state = _final_state(workdir)

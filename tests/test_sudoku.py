@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config, run_cli, run_in_process, shrink
+from conftest import load_config, run_in_process, shrink
 
 from vmd_jax import model as model_lib
 from vmd_jax import objectives, report
@@ -278,7 +278,6 @@ def test_shah_file_through_the_cli(base, tmp_path, data_dir, capsys):
   np.save(path, _shah_rows(puzzles, solutions, np.random.default_rng(3), one_based=False))
   workdir = tmp_path / "run"
   prepared = run_in_process(
-    capsys,
     workdir,
     "configs/sudoku.py:vmd",
     "--config.data.name=sudoku_file",
@@ -297,7 +296,7 @@ def test_shah_file_through_the_cli(base, tmp_path, data_dir, capsys):
     "--config.eval.nfes=(5,10)",
     "--config.eval.num_samples=10",
   ]
-  out = run_cli(workdir, "configs/sudoku.py:vmd", *flags, data_dir=data_dir)
+  out = run_in_process(workdir, "configs/sudoku.py:vmd", *flags, data_dir=data_dir)
   assert out.returncode == 0, out.stderr[-2000:]
   results = json.loads((workdir / "results.json").read_text())
   assert results["n_test"] == 10 and results["dataset"] == "sudoku_file"
@@ -312,7 +311,6 @@ def test_shah_file_through_the_cli(base, tmp_path, data_dir, capsys):
   bad = tmp_path / "bad.npy"
   np.save(bad, np.zeros((4, 325), np.int64))
   out = run_in_process(
-    capsys,
     tmp_path / "bad_run",
     "configs/sudoku.py:vmd",
     "--config.data.name=sudoku_file",

@@ -141,7 +141,14 @@ def prepare_offline(builder: tfds.core.GeneratorBasedBuilder) -> tfds.core.Gener
   The builder must be made with file_format="array_record": tfrecord needs TensorFlow to read, and
   array_record is what tfds.data_source reads.
   """
-  builder.download_and_prepare(download_config=_OFFLINE)
+  try:
+    builder.download_and_prepare(download_config=_OFFLINE)
+  except FileExistsError:
+    # Another process (a run started beside this one on the same data) wrote the same files first.
+    # The builder's config names their content, so this one reads theirs.
+    if not builder.data_path.exists():
+      raise
+    builder.download_and_prepare(download_config=_OFFLINE)
   return builder
 
 

@@ -299,4 +299,5 @@ def test_text_report_lists_every_bound_in_nfe_order(tmp_path):
   table = report.main([str(tmp_path / "mdm"), str(tmp_path / "vmd")])
   header = next(line for line in table.splitlines() if line.startswith("| method"))
   assert header.index("nelbo@nfe4") < header.index("nelbo@nfe16") and "| iwae4 |" not in header
+  assert "| bpc_bound (iwae4) |" in header  # the column copies the headline estimator, and says which
   assert "| vmd | 4 | 10 | 4.000 ± 0.010 | 4.250 | 4.062 | 16.000 | 2.000 | 100 |" in table

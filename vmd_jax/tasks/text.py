@@ -86,6 +86,9 @@ class Text(base.Task):
     others = [k for k in present if k.endswith("bits_per_token") and k not in copied]
     bounds = ["bpc_bound"] + sorted(others, key=tables.nfe_order)
     headers = [b.replace("_bits_per_token", "") for b in bounds]
+    estimators = {r.get("bpc_bound_estimator") for r in results.values()}
+    if len(estimators) == 1 and None not in estimators:  # name the estimator the column copies
+      headers[0] = f"bpc_bound ({estimators.pop()})"
     headers += ["ppl_bound", "loss (nats/token, not a bound)", "tokens/s, NFE = length"]
     lines = ["| method | block | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(headers))]
     for result in results.values():

@@ -2,6 +2,7 @@
 session's processes, faster compilation, and small shared helpers."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,10 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for this test session, its CLI subprocesses included: the same
 # tiny models are compiled by many tests. It is new for every session, so no result depends on an
-# earlier one.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="vmd_jax_test_xla_"))
+# earlier one, and the process that made it removes it at the end (pytest_unconfigure).
+CACHE_MADE_HERE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if CACHE_MADE_HERE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vmd_jax_test_xla_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -243,6 +246,11 @@ LONGEST_FIRST = [
   "test_bounds_vs_entropy.py",
   "test_objectives.py",
 ]
+
+
+def pytest_unconfigure(config):
+  if CACHE_MADE_HERE:  # the workers inherit the directory; the main process outlives them
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

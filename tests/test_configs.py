@@ -69,10 +69,15 @@ def test_sudoku_config_loads_puzzles_with_their_clues(data_dir):
   assert dataset.vocab_size == 9 and dataset.length == 81 and dataset.train_given.shape == (40, 81)
 
 
+def _abstract_params(config, vocab_size: int, length: int):
+  """The shapes of the parameters a model of config is initialised with (nothing computed)."""
+  model = model_lib.build_model(config, vocab_size, length)
+  x0 = jax.numpy.zeros((1, length), jax.numpy.int32)
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), x0, x0 == 0, jax.numpy.ones((1,)))
+
+
 def _denoiser_parameters(config) -> int:
-  model = model_lib.build_model(config, 9, 81)
-  x0 = jax.numpy.zeros((1, 81), jax.numpy.int32)
-  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x0, x0 == 0, jax.numpy.ones((1,)))
+  params = _abstract_params(config, 9, 81)
   return sum(leaf.size for leaf in jax.tree.leaves(params["params"]["denoiser"]))
 
 
@@ -113,9 +118,7 @@ def test_block_configs_validate_and_build_latents_per_block():
   with pytest.raises(ConfigError, match="block size 3 must divide"):
     load_config("synthetic.py", "d1,vmd,block3")
   config = load_config("synthetic.py", "d1,vmd,block2")
-  model = model_lib.build_model(config, vocab_size=10, length=4)
-  x0 = jax.numpy.zeros((1, 4), jax.numpy.int32)
-  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x0, x0 == 0, jax.numpy.ones((1, 2)))
+  params = _abstract_params(config, vocab_size=10, length=4)
   assert params["params"]["denoiser"]["latent_proj"]["kernel"].shape[0] == config.model.latent_dim
 
 
@@ -141,9 +144,7 @@ def test_compare_config_holds_valid_synthetic_runs():
 def test_model_options_reach_the_network(per_position):
   config = load_config("synthetic.py", "d1,vmd")
   config.model.latent_per_position = per_position
-  model = model_lib.build_model(config, vocab_size=10, length=4)
-  x0 = jax.numpy.zeros((1, 4), jax.numpy.int32)
-  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x0, x0 == 0, jax.numpy.ones((1,)))
+  params = _abstract_params(config, vocab_size=10, length=4)
   kernel = params["params"]["denoiser"]["latent_proj"]["kernel"]
   m = config.model
   assert kernel.shape == (m.latent_dim, m.width * (m.max_length if per_position else 1))

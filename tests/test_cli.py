@@ -110,6 +110,7 @@ def test_checkpoint_of_another_config_is_an_error_and_changes_nothing(trained, d
   [
     ("configs/synthetic.py:pair,vmd", ["--config.train.steps=-3"], ["train.steps"]),
     ("configs/synthetic.py:pair,vmd", ["--config.eval.order=best"], ["eval.order"]),
+    ("configs/synthetic.py:pair,vmd", ["--config.model.latent_path=film"], ["model.latent_path", "low_rank"]),
     ("configs/synthetic.py:pair,mdm", ["--config.model.latent_dim=4"], ["latent_dim"]),
     ("configs/synthetic.py:pair,vmd", ["--config.objective.schedule=square"], ["schedule"]),
     ("configs/synthetic.py:pair,vmd", ["--config.eval.nfes=(1,3)"], ["eval.nfes"]),

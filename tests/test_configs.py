@@ -141,11 +141,18 @@ def test_compare_config_holds_valid_synthetic_runs():
 
 
 @pytest.mark.parametrize("per_position", [True, False])
-def test_model_options_reach_the_network(per_position):
+@pytest.mark.parametrize("latent_path", ["adaln", "low_rank"])
+def test_model_options_reach_the_network(per_position, latent_path):
   config = load_config("synthetic.py", "d1,vmd")
   config.model.latent_per_position = per_position
+  config.model.latent_path = latent_path
   params = _abstract_params(config, vocab_size=10, length=4)
-  kernel = params["params"]["denoiser"]["latent_proj"]["kernel"]
   m = config.model
-  assert kernel.shape == (m.latent_dim, m.width * (m.max_length if per_position else 1))
+  rows = m.max_length if per_position else 1
+  if latent_path == "adaln":
+    assert params["params"]["denoiser"]["latent_proj"]["kernel"].shape == (m.latent_dim, m.width * rows)
+  else:
+    path = params["params"]["denoiser"]["latent_path"]
+    assert path["features"].shape == (m.latent_dim, rows, m.latent_dim)
+    assert path["embed"].shape == path["condition"].shape == (m.latent_dim, m.width)
   assert params["params"]["encoder"]["mean"]["kernel"].shape == (m.encoder_width, m.latent_dim)

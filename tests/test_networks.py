@@ -1,17 +1,26 @@
-"""The zero-initialised latent path: at initialisation VMD's denoiser is exactly an MDM denoiser."""
+"""The denoiser against a reference that conditions every position on its own; the zero-initialised
+latent path (at initialisation VMD's denoiser is exactly an MDM denoiser); attention; mixed precision."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vmd_jax import networks
 
 V, L = 5, 6
 
 
-def _init(latent_dim, latent_per_position=True):
+def _init(latent_dim, latent_per_position=True, latent_path="adaln"):
   denoiser = networks.Denoiser(
-    V, L, width=32, depth=2, num_heads=4, latent_dim=latent_dim, latent_per_position=latent_per_position
+    V,
+    L,
+    width=32,
+    depth=2,
+    num_heads=4,
+    latent_dim=latent_dim,
+    latent_per_position=latent_per_position,
+    latent_path=latent_path,
   )
   encoder = networks.PosteriorEncoder(V, L, latent_dim, width=32) if latent_dim else None
   model = networks.VMDModel(denoiser, encoder)
@@ -33,8 +42,9 @@ def _inputs():
   return x_t, t
 
 
-def test_latent_denoiser_at_init_ignores_z_and_equals_the_mdm_denoiser():
-  vmd, vmd_params = _init(latent_dim=8)
+@pytest.mark.parametrize("latent_path", networks.LATENT_PATHS)
+def test_latent_denoiser_at_init_ignores_z_and_equals_the_mdm_denoiser(latent_path):
+  vmd, vmd_params = _init(latent_dim=8, latent_path=latent_path)
   mdm, mdm_params = _init(latent_dim=0)
   x_t, t = _inputs()
   z1, z2 = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 8))
@@ -44,14 +54,16 @@ def test_latent_denoiser_at_init_ignores_z_and_equals_the_mdm_denoiser():
   # The MDM is the same network without the latent projection (and without the encoder).
   shared = jax.tree.map(lambda x: x, mdm_params)
   shared["params"]["denoiser"] = {
-    k: v for k, v in vmd_params["params"]["denoiser"].items() if k != "latent_proj"
+    k: v for k, v in vmd_params["params"]["denoiser"].items() if k not in ("latent_path", "latent_proj")
   }
+  assert jax.tree.structure(shared) == jax.tree.structure(mdm_params)
   np.testing.assert_allclose(_apply(mdm)(shared, x_t, t, None, method="denoise"), out1, rtol=1e-6, atol=1e-6)
-  assert "encoder" not in mdm_params["params"] and "latent_proj" not in mdm_params["params"]["denoiser"]
+  assert "encoder" not in mdm_params["params"] and "latent_path" not in mdm_params["params"]["denoiser"]
 
 
-def test_latent_changes_the_output_once_the_latent_path_is_trained():
-  vmd, params = _init(latent_dim=8)
+@pytest.mark.parametrize("latent_path", networks.LATENT_PATHS)
+def test_latent_changes_the_output_once_the_latent_path_is_trained(latent_path):
+  vmd, params = _init(latent_dim=8, latent_path=latent_path)
   params = jax.tree.map(lambda x: x + 0.1 * jnp.ones_like(x), params)  # any step away from zero
   x_t, t = _inputs()
   z1, z2 = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 8))
@@ -106,3 +118,158 @@ def test_the_logits_layer_computes_in_float32_under_bfloat16():
   assert any(v.aval.dtype == jnp.bfloat16 for e in dots[:-1] for v in e.invars)  # the body is bf16
   assert dots[-1].outvars[0].aval.shape[-1] == V
   assert all(v.aval.dtype == jnp.float32 for v in dots[-1].invars), [v.aval for v in dots[-1].invars]
+
+
+def _layer_norm(x):
+  mean = x.mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-6)
+
+
+def _dense(p, x):
+  return x @ p["kernel"] + p["bias"]
+
+
+def _reference_denoiser(params, denoiser, x_t, t, z, context):
+  """The denoiser written out in numpy (float64), each position with its own conditioning vector.
+
+  Position i of block b has the conditioning vector time_mlp(t_b) + z_b's share (clean positions:
+  time_mlp(0)), which every layer's adaLN MLP maps to that position's modulation. z_b's share: for
+  the adaln path its projection at i (its index within the block); for the low_rank path z_b
+  W_condition, and the position adds z_b's features at i times the embedding kernel to its input.
+  Attention is the textbook softmax(q k^T / sqrt(d)) v under the BD3-LM mask.
+  t: [batch, blocks]; z: [batch, blocks, d] or None.
+  """
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["params"]["denoiser"])
+  batch, n = x_t.shape
+  blocks, size = networks.block_layout(n, denoiser.block_size)
+  w, heads = denoiser.width, denoiser.num_heads
+  silu = lambda x: x / (1 + np.exp(-x))  # noqa: E731
+  gelu = lambda x: np.asarray(jax.nn.gelu(jnp.asarray(x, jnp.float32)), np.float64)  # noqa: E731
+
+  def time_mlp(times):  # times: [m] -> [m, w]
+    emb = np.asarray(networks.timestep_embedding(jnp.asarray(times, jnp.float32), w), np.float64)
+    return _dense(p["Dense_0"], silu(_dense(p["Dense_1"], emb)))
+
+  pos = np.arange(n)
+  # Each noisy position's conditioning vector [batch, n, w] (t part; z part below); clean: t = 0.
+  c_time = time_mlp(np.asarray(t).reshape(-1)).reshape(batch, blocks, w)[:, pos // size]
+  h = p["token_embed"]["embedding"][np.asarray(x_t)] + p["pos_embed"][:n]
+  c_noisy = c_time
+  if z is not None and denoiser.latent_path == "adaln":  # z_b's projection at each position
+    lp = p["latent_proj"]
+    rows = lp["bias"].size // w  # max_length, or 1 if shared
+    index = pos % size if denoiser.latent_per_position else np.zeros_like(pos)
+    kernel = lp["kernel"].reshape(-1, rows, w)[:, index]  # [d, n, w]
+    c_noisy = c_time + np.einsum("bnd,dnw->bnw", np.asarray(z, np.float64)[:, pos // size], kernel)
+    c_noisy = c_noisy + lp["bias"].reshape(rows, w)[index]
+  elif z is not None:
+    z_pos = np.asarray(z, np.float64)[:, pos // size]  # [batch, n, d]: each position's z_b
+    fmap = p["latent_path"]["features"]  # [d, max_length (1 if shared), d]
+    index = pos % size if denoiser.latent_per_position else np.zeros_like(pos)
+    feats = np.einsum("bnd,dne->bne", z_pos, fmap[:, index])  # z_b's features at each position
+    h = h + feats @ p["latent_path"]["embed"]
+    c_noisy = c_time + z_pos @ p["latent_path"]["condition"]
+  streams = [c_noisy]
+  mask = np.ones((n, n), bool)
+  if blocks > 1:
+    h = np.concatenate([h, p["token_embed"]["embedding"][np.asarray(context)] + p["pos_embed"][:n]], 1)
+    streams.append(np.broadcast_to(time_mlp(np.zeros(1)), (batch, n, w)))
+    mask = networks.block_attention_mask(n, size)
+
+  def modulation(dense):  # each position's modulation from its own conditioning vector
+    m = np.concatenate([_dense(dense, silu(c)) for c in streams], axis=1)
+    return np.split(m, m.shape[-1] // w, axis=-1)
+
+  for i in range(denoiser.depth):
+    b = p[f"block_{i}"]
+    shift1, scale1, gate1, shift2, scale2, gate2 = modulation(b["adaln"])
+    a = b["MultiHeadDotProductAttention_0"]
+    x = _layer_norm(h) * (1 + scale1) + shift1
+    q, k, v = (
+      np.einsum("bnw,whd->bnhd", x, a[s]["kernel"]) + a[s]["bias"] for s in ("query", "key", "value")
+    )
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(w // heads)
+    logits = np.where(mask, logits, -np.inf)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    att = np.einsum("bhqk,bkhd->bqhd", weights, v)
+    h = h + gate1 * (np.einsum("bqhd,hdw->bqw", att, a["out"]["kernel"]) + a["out"]["bias"])
+    x = _layer_norm(h) * (1 + scale2) + shift2
+    h = h + gate2 * _dense(b["Dense_1"], gelu(_dense(b["Dense_0"], x)))
+  streams = streams[:1]
+  shift, scale = modulation(p["final_adaln"])
+  return _dense(p["logits"], _layer_norm(h[:, :n]) * (1 + scale) + shift)
+
+
+def _random_params(params, scale=0.2):
+  """Every parameter moved off its initial value (the zero-initialised paths included)."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+  return tree.unflatten(
+    [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+  )
+
+
+@pytest.mark.parametrize(
+  "latent_dim,block_size,per_position,latent_path",
+  [
+    (0, 0, True, "adaln"),
+    (0, 3, True, "adaln"),
+    (4, 0, True, "adaln"),
+    (4, 2, True, "adaln"),
+    (4, 0, True, "low_rank"),
+    (4, 2, True, "low_rank"),
+    (4, 3, False, "low_rank"),
+  ],
+  ids=["mdm", "mdm_blocks", "adaln", "adaln_blocks", "low_rank", "low_rank_blocks", "low_rank_blocks_shared"],
+)
+def test_denoiser_equals_a_reference_that_conditions_every_position(
+  latent_dim, block_size, per_position, latent_path
+):
+  """The modulation from t and z computed once per block (once for the clean stream), and z's input
+  through its low-rank path, equal conditioning each position on its own vector, for the same
+  (trained-looking) parameters."""
+  denoiser = networks.Denoiser(
+    V,
+    L,
+    width=16,
+    depth=2,
+    num_heads=2,
+    latent_dim=latent_dim,
+    block_size=block_size,
+    latent_per_position=per_position,
+    latent_path=latent_path,
+  )
+  encoder = networks.PosteriorEncoder(V, L, latent_dim, width=16, num_heads=2, block_size=block_size)
+  model = networks.VMDModel(denoiser, encoder if latent_dim else None)
+  params = jax.jit(model.init)(
+    jax.random.PRNGKey(0), jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,))
+  )
+  params = _random_params(params)
+  blocks = L // (block_size or L)
+  x_t, _ = _inputs()
+  context = jax.random.randint(jax.random.PRNGKey(4), (4, L), 0, V)
+  t = jax.random.uniform(jax.random.PRNGKey(5), (4, blocks))
+  z = jax.random.normal(jax.random.PRNGKey(6), (4, blocks, latent_dim)) if latent_dim else None
+  args = (t, z) if blocks > 1 else (t[:, 0], None if z is None else z[:, 0])
+  got = _apply(model)(params, x_t, *args, context=context, method="denoise")
+  want = _reference_denoiser(params, denoiser, x_t, t, z, context)
+  if not per_position:  # one feature map, read by every position
+    assert params["params"]["denoiser"]["latent_path"]["features"].shape == (latent_dim, 1, latent_dim)
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_fused_attention_equals_the_written_out_attention(dtype, tol):
+  """jax.nn.dot_product_attention (the uncached path) against softmax(q k^T / sqrt(d)) v written out
+  (the cached path), with the block diffusion mask and without a mask."""
+  q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, 8, 2, 4)).astype(dtype) for i in range(3))
+  for mask in (None, networks.block_attention_mask(4, 2)):
+    fused = jax.jit(networks.fused_attention)(q, k, v, mask)
+    weights = networks._einsum_attention(q, k, v, mask, dtype)
+    written = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    assert fused.dtype == dtype and fused.shape == q.shape
+    np.testing.assert_allclose(
+      np.asarray(fused, np.float32), np.asarray(written, np.float32), atol=tol, rtol=tol
+    )
+  assert networks.attention_implementation(jnp.float32, 64) == "xla"

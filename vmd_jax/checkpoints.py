@@ -21,12 +21,22 @@ from vmd_jax.errors import CheckpointError
 FINGERPRINT_SECTIONS = ("model", "objective", "data")
 
 
+# Keys added to the fingerprint after a release, with the value that a checkpoint without them (one of
+# that release) was made with.
+IMPLIED_BY_OLDER_RELEASES = {"model.latent_path": "adaln"}
+# Keys that do not shape the state of a model without a latent.
+LATENT_ONLY = ("model.latent_path",)
+
+
 def fingerprint(config) -> dict[str, Any]:
   """The flat {"section.key": value} record of the config sections a checkpoint depends on."""
   flat = {}
   for section in FINGERPRINT_SECTIONS:
     for key, value in config[section].items():
       flat[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
+  if config.model.latent_dim == 0:
+    for key in LATENT_ONLY:
+      flat.pop(key, None)
   return flat
 
 
@@ -84,6 +94,7 @@ class Checkpointer:
     """Raise CheckpointError naming the config values that differ from those the checkpoint was made with."""
     saved = (self.read_meta(step) if meta is None else meta).get("fingerprint", {})
     current = fingerprint(config)
+    saved = {**{k: v for k, v in IMPLIED_BY_OLDER_RELEASES.items() if k in current}, **saved}
     diffs = [
       f"{key}={saved.get(key)!r} (checkpoint) vs {current.get(key)!r} (config)"
       for key in sorted(set(saved) | set(current))

@@ -42,7 +42,10 @@ def _model() -> ml_collections.ConfigDict:
   s.dropout = 0.0
   s.latent_dim = 16  # 0 = no latent (MDM)
   s.time_conditioning = True
-  s.latent_per_position = True  # z projected separately for each position's adaLN
+  s.latent_per_position = True  # each position of a block reads its own map of z_b
+  # adaln: z_b in each position's conditioning vector (per-position adaLN, as up to 0.2); low_rank: z_b in
+  # the block's vector and, low-rank, in each position's input (cheaper; see README, Throughput)
+  s.latent_path = "adaln"
   # block diffusion (BD3-LM): tokens per block, each block with its own t and z; 0 = one block (no blocks)
   s.block_size = 0
   s.encoder_sees_prefix = False  # block posterior q(z_b | ...) also reads the clean blocks before b

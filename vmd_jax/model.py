@@ -39,6 +39,8 @@ def check_config(model_config, has_latent: bool) -> None:
     raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
   if m.dtype not in (*DTYPES, "auto"):  # not compute_dtype: that asks for the backend before it is set up
     raise ConfigError(f"model.dtype={m.dtype!r}: choose one of {sorted(DTYPES) + ['auto']}")
+  if m.latent_path not in networks.LATENT_PATHS:
+    raise ConfigError(f"model.latent_path={m.latent_path!r}: choose one of {list(networks.LATENT_PATHS)}")
   if m.block_size < 0:
     raise ConfigError(f"model.block_size={m.block_size}: must be >= 0 (0: no blocks)")
   if (m.latent_dim > 0) != has_latent:
@@ -74,6 +76,7 @@ def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
     latent_dim=m.latent_dim,
     time_conditioning=m.time_conditioning,
     latent_per_position=m.latent_per_position,
+    latent_path=m.latent_path,
     block_size=m.block_size,
     dtype=dtype,
   )

@@ -5,6 +5,13 @@ transformer with adaLN conditioning on the time t and the latent z. Every condit
 initialised (as in DiT), so at initialisation a model with a latent computes exactly what the same model
 without one computes: VMD starts from MDM, and MDM is the same class with latent_dim = 0.
 
+The conditioning is computed at the cost it needs. t is constant over a sequence (over a block with
+block diffusion), so each layer's modulation from t is computed once per sequence (per block) and
+broadcast to its positions; the clean stream's (t = 0, no latent) is computed once. z_b is constant
+over its block too: it joins t_b's conditioning vector once per block, and its per-position
+contribution enters the input embedding once, through latent_dim features per position (a low-rank
+path, linear in z; `LatentPath`).
+
 Block diffusion (BD3-LM): with block_size = k < L the sequence is cut into L / k blocks, each with its
 own time t_b and latent z_b. The denoiser then reads the noisy sequence x_t and the clean sequence x0 in
 one pass of length 2L under `block_attention_mask`: noisy block b sees itself and the clean blocks before
@@ -100,10 +107,51 @@ def encoder_attention_mask(length: int, block_size: int, sees_prefix: bool) -> n
   return (key <= query) if sees_prefix else (key == query)
 
 
+def _einsum_attention(q, k, v, mask, dtype):
+  """softmax(q k^T / sqrt(d)) v with logits and softmax in float32, written out: [batch, n, heads, d].
+
+  q: [batch, n, heads, d]; k, v: [batch, s, heads, d]; mask: broadcastable to [batch, heads, n, s] bool.
+  """
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q / jnp.sqrt(q.shape[-1]).astype(q.dtype), k)
+  logits = logits.astype(jnp.float32)  # logits: [batch, heads, n, s]
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
+def attention_implementation(dtype, head_dim: int) -> str | None:
+  """The `implementation` of jax.nn.dot_product_attention: cuDNN's fused (flash) attention on a GPU in
+  half precision with a head size it takes, XLA's otherwise."""
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  if jax.default_backend() == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128:
+    return "cudnn"
+  return "xla"
+
+
+def fused_attention(q, k, v, mask=None):
+  """softmax(q k^T / sqrt(d)) v through jax.nn.dot_product_attention (cuDNN on GPUs, XLA elsewhere).
+
+  q: [batch, n, heads, d]; k, v: [batch, s, heads, d]; mask: [n, s] or [batch, 1, n, s] bool, or None.
+  Returns [batch, n, heads, d]. The logits and softmax are float32, as in `_einsum_attention`; a test
+  checks that they agree.
+  """
+  if mask is not None:
+    mask = jnp.asarray(mask, bool)
+    mask = mask if mask.ndim == 4 else mask[None, None]  # [batch or 1, 1, n, s]
+  implementation = attention_implementation(q.dtype, q.shape[-1])
+  if implementation == "cudnn":
+    try:
+      return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+    except (NotImplementedError, RuntimeError, ValueError):  # this cuDNN or card lacks the kernel
+      pass
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with an optional mask and optional extra keys and values (a cache).
 
   The parameters (query, key, value, out) have the layout of flax's MultiHeadDotProductAttention.
+  Without a cache (and without attention dropout) the attention is `fused_attention`.
   """
 
   num_heads: int
@@ -122,22 +170,56 @@ class Attention(nn.Module):
     )
     q, k, v = (project(name=name)(x) for name in ("query", "key", "value"))
     own = (k, v)
-    if prefix is not None:
-      k = jnp.concatenate([prefix[0].astype(k.dtype), k], axis=1)
-      v = jnp.concatenate([prefix[1].astype(v.dtype), v], axis=1)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q / jnp.sqrt(head_dim).astype(q.dtype), k)
-    logits = logits.astype(jnp.float32)  # logits: [batch, heads, n, p + n]
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    if train and self.dropout > 0:
-      weights = nn.Dropout(self.dropout)(weights, deterministic=False)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    dropping = train and self.dropout > 0
+    if prefix is None and not dropping:
+      out = fused_attention(q, k, v, mask)
+    else:
+      if prefix is not None:
+        k = jnp.concatenate([prefix[0].astype(k.dtype), k], axis=1)
+        v = jnp.concatenate([prefix[1].astype(v.dtype), v], axis=1)
+      weights = _einsum_attention(q, k, v, mask, self.dtype)  # [batch, heads, n, p + n]
+      if dropping:
+        weights = nn.Dropout(self.dropout)(weights, deterministic=False)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out")(out), own
 
 
+class Conditioning(NamedTuple):
+  """What the adaLN layers of one pass read, at the resolution where it varies.
+
+  The pass covers blocks x size noisy positions, then clean_length clean ones (the clean stream of block
+  diffusion, or nothing).
+  time: [batch or 1, blocks or 1, width], the conditioning vector of each noisy block: the embedding of
+    t_b plus z_b's share (its positions share it; one row when all blocks share it).
+  blocks, size: noisy blocks, and positions per block.
+  clean: [1, 1, width], the embedding of t = 0 that every clean position reads; None without them.
+  """
+
+  time: jax.Array
+  blocks: int
+  size: int
+  clean: jax.Array | None = None
+  clean_length: int = 0
+
+
+def adaln_modulation(cond: Conditioning, dense: nn.Module, batch: int, chunks: int):
+  """The modulation of every position of a pass, split into `chunks` arrays [batch, positions, width].
+
+  dense maps silu(conditioning vector) to chunks x width features; it runs once per block and once for
+  the clean stream, and the rows are broadcast to the positions.
+  """
+  rows = dense(nn.silu(cond.time))[:, :, None]  # [batch or 1, blocks or 1, 1, features]
+  features = rows.shape[-1]
+  noisy = jnp.broadcast_to(rows, (batch, cond.blocks, cond.size, features)).reshape(batch, -1, features)
+  if cond.clean_length:
+    clean = dense(nn.silu(cond.clean))  # [1, 1, features]
+    clean = jnp.broadcast_to(clean, (batch, cond.clean_length, features)).astype(noisy.dtype)
+    noisy = jnp.concatenate([noisy, clean], axis=1)
+  return jnp.split(noisy, chunks, axis=-1)
+
+
 class TransformerBlock(nn.Module):
-  """Pre-norm transformer block, adaLN-modulated by a conditioning vector c at every position."""
+  """Pre-norm transformer block, adaLN-modulated by the conditioning of each position."""
 
   width: int
   num_heads: int
@@ -146,11 +228,11 @@ class TransformerBlock(nn.Module):
   dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x, c, train: bool, mask=None, prefix=None):
-    # x: [batch, n, width]; c: [batch, n, width]; mask and prefix as in Attention.
+  def __call__(self, x, cond: Conditioning, train: bool, mask=None, prefix=None):
+    # x: [batch, n, width]; cond covers x's n positions; mask and prefix as in Attention.
     # Returns x [batch, n, width] and this layer's keys and values of x.
-    mod = nn.Dense(6 * self.width, kernel_init=zeros, dtype=self.dtype, name="adaln")(nn.silu(c))
-    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+    adaln = nn.Dense(6 * self.width, kernel_init=zeros, dtype=self.dtype, name="adaln")
+    shift1, scale1, gate1, shift2, scale2, gate2 = adaln_modulation(cond, adaln, x.shape[0], 6)
     norm = functools.partial(nn.LayerNorm, use_scale=False, use_bias=False, dtype=self.dtype)
     h = _modulate(norm()(x), shift1, scale1)
     # The name keeps the parameter tree of earlier releases, which used flax's attention module.
@@ -164,13 +246,58 @@ class TransformerBlock(nn.Module):
     return x + gate2 * h, kv
 
 
-class LatentProjection(nn.Module):
-  """z_b's share of the adaLN conditioning of the positions of block b (zero-initialised).
+class LatentPath(nn.Module):
+  """How z_b reaches the denoiser at the positions of block b, through latent_dim features.
 
-  Per position, each position of a block reads its own projection of z_b (by its index within the
-  block), which lets one latent set different tokens directly (with one shared projection the D2 set
-  collapsed onto k = l); otherwise every position reads the same projection. The parameters are those
-  of a Dense layer to max_length * width (per position) or width features.
+  Two parts, both zero-initialised, so a model that has not trained them ignores z and is exactly an
+  MDM (there is no bias either, so z = 0 is the MDM too):
+  - Per block: z_b, through a [latent_dim, width] kernel, joins the time embedding of t_b that every
+    layer's adaLN reads (as z and t shared one conditioning vector in earlier releases). Like t's, it is
+    computed once per block and broadcast to the block's positions.
+  - Per position: z_b becomes latent_dim features per position, and a [latent_dim, width] kernel adds
+    them to the position's input embedding (a low-rank path, linear in z). With latent_per_position
+    each position of a block reads its own linear map of z_b (by its index within the block), which
+    lets one latent set different tokens directly (with one shared map the D2 set collapsed onto k = l);
+    otherwise every position reads the same map. The maps start at N(0, 1 / latent_dim), so the
+    features of a z ~ N(0, I) are about unit scale.
+  Per token that costs latent_dim x (latent_dim + width) multiply-adds, once.
+  """
+
+  latent_dim: int
+  max_length: int
+  width: int
+  per_position: bool = True
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    rows = self.max_length if self.per_position else 1
+    init = nn.initializers.normal(self.latent_dim**-0.5)
+    self.feature_map = self.param("features", init, (self.latent_dim, rows, self.latent_dim))
+    self.embed_kernel = self.param("embed", zeros, (self.latent_dim, self.width))
+    self.condition_kernel = self.param("condition", zeros, (self.latent_dim, self.width))
+
+  def embedding(self, z: jax.Array, block_size: int) -> jax.Array:
+    """z_b's share of each position's input: z [batch, blocks, latent_dim] -> [batch, blocks x
+    block_size, width]."""
+    kernel = self.feature_map[:, : block_size if self.per_position else 1].astype(self.dtype)
+    features = jnp.einsum("bnd,dpe->bnpe", z.astype(self.dtype), kernel)  # [batch, blocks, rows, d]
+    out = features @ self.embed_kernel.astype(self.dtype)  # [batch, blocks, rows, width]
+    out = jnp.broadcast_to(out, z.shape[:2] + (block_size, self.width))
+    return out.reshape(z.shape[0], -1, self.width)
+
+  def conditioning(self, z: jax.Array) -> jax.Array:
+    """z_b's share of block b's conditioning vector: z [batch, blocks, latent_dim] -> [batch, blocks,
+    width]."""
+    return z.astype(self.dtype) @ self.condition_kernel.astype(self.dtype)
+
+
+class LatentProjection(nn.Module):
+  """The `adaln` latent path: z_b's share of the conditioning vector of each position of block b.
+
+  Per position (latent_per_position), each position of a block reads its own projection of z_b (by its
+  index within the block); otherwise every position reads the same one. The vector, t_b's embedding
+  plus this, goes through each layer's adaLN MLP at every position (zero-initialised, the parameters of
+  a Dense layer to max_length x width, or width, features).
   """
 
   max_length: int
@@ -189,6 +316,9 @@ class LatentProjection(nn.Module):
     out = jnp.einsum("bnd,dpw->bnpw", z.astype(self.dtype), kernel) + bias  # [batch, blocks, rows', width]
     out = jnp.broadcast_to(out, z.shape[:2] + (block_size, self.width))
     return out.reshape(z.shape[0], -1, self.width)
+
+
+LATENT_PATHS = ("adaln", "low_rank")
 
 
 def per_block(x: jax.Array, batch_ndim: int) -> jax.Array:
@@ -214,6 +344,7 @@ class Denoiser(nn.Module):
   latent_dim: int = 0
   time_conditioning: bool = True
   latent_per_position: bool = True
+  latent_path: str = "adaln"  # how z reaches the network: one of LATENT_PATHS (Denoiser._conditioning)
   block_size: int = 0  # 0: one block, the whole sequence
   dtype: Any = jnp.float32  # computation dtype (bfloat16 for mixed precision); params and logits float32
 
@@ -243,15 +374,15 @@ class Denoiser(nn.Module):
     if self.time_conditioning:
       layers = (dense(self.width), dense(self.width))  # created in the order of earlier releases
       time_mlp = lambda times: layers[0](nn.silu(layers[1](timestep_embedding(times, self.width))))  # noqa: E731
-    h = embed(x_t) + pos[None]  # h: [batch, n, width]
-    c = self._conditioning(time_mlp, t, z, batch, n, size, clean_only)
+    cond, latent_input = self._conditioning(time_mlp, t, z, num_blocks, size, clean_only)
+    h = embed(x_t) + pos[None] + latent_input  # h: [batch, n, width]
     mask, prefixes = None, [None] * self.depth
     if num_blocks > 1:  # the clean stream joins the noisy one
       if context is None:
         raise ValueError("a block diffusion denoiser with several blocks needs the clean sequence (context)")
       h = jnp.concatenate([h, embed(context) + pos[None]], axis=1)  # [batch, 2L, width]
-      clean_c = time_mlp(jnp.zeros((batch,)))[:, None, :] if time_mlp is not None else 0.0
-      c = jnp.concatenate([c, jnp.broadcast_to(clean_c, c.shape).astype(self.dtype)], axis=1)
+      clean = self._time_embedding(time_mlp, jnp.zeros((1, 1)))  # [1, 1, width]
+      cond = cond._replace(clean=clean, clean_length=n)
       mask = block_attention_mask(n, size)
     if cache is not None:
       cache_length = cache[0][0].shape[1]
@@ -262,33 +393,57 @@ class Denoiser(nn.Module):
       block = TransformerBlock(
         self.width, self.num_heads, self.mlp_ratio, self.dropout, self.dtype, name=f"block_{i}"
       )
-      h, kv = block(h, c, train, mask, prefixes[i])
+      h, kv = block(h, cond, train, mask, prefixes[i])
       kvs.append(kv)
     if clean_only:
       return kvs
-    h, c = h[:, :n], c[:, :n]  # the noisy positions
-    shift, scale = jnp.split(dense(2 * self.width, kernel_init=zeros, name="final_adaln")(nn.silu(c)), 2, -1)
+    h = h[:, :n]  # the noisy positions
+    final = dense(2 * self.width, kernel_init=zeros, name="final_adaln")
+    shift, scale = adaln_modulation(cond._replace(clean_length=0), final, batch, 2)
     h = _modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=self.dtype)(h), shift, scale)
     # The logits layer runs in float32 under mixed precision too: its outputs are what every bound and
     # sampler reads.
     return nn.Dense(self.vocab_size, dtype=jnp.float32, name="logits")(h.astype(jnp.float32))  # [batch, n, V]
 
-  def _conditioning(self, time_mlp, t, z, batch: int, n: int, size: int, clean_only: bool):
-    """The adaLN conditioning c of each position [batch, n, width]: the time embedding of its block's
-    t (t = 0 for clean tokens) plus its projection of its block's z_b (none for clean tokens)."""
-    c = jnp.zeros((batch, n, self.width), self.dtype)
-    if time_mlp is not None:
-      times = jnp.zeros((batch,)) if clean_only else per_block(t, 1)
-      temb = time_mlp(times.reshape(-1)).reshape(batch, -1, self.width)  # [batch, blocks, width]
-      c = c + jnp.repeat(temb, n // temb.shape[1], axis=1)
-    if self.latent_dim > 0 and not clean_only:
-      if z is None:
-        raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
+  def _time_embedding(self, time_mlp, times: jax.Array) -> jax.Array:
+    """The time embedding of each block, [batch, blocks, width] for times [batch, blocks]; zeros
+    [1, 1, width] for a denoiser without time conditioning."""
+    if time_mlp is None:
+      return jnp.zeros((1, 1, self.width), self.dtype)
+    return time_mlp(times.reshape(-1)).reshape(times.shape + (self.width,))
+
+  def _conditioning(self, time_mlp, t, z, blocks: int, size: int, clean_only: bool):
+    """The Conditioning of the noisy positions (of the clean block for clean_only), and z_b's share of
+    each noisy position's input embedding ([batch, n, width], or 0).
+
+    The conditioning vector is t_b's embedding (t = 0 for clean tokens) plus z_b's share (none for
+    clean tokens), which depends on latent_path:
+    - `adaln` (the releases up to 0.2): z_b's `LatentProjection` at each position, so the vector, and
+      every layer's adaLN MLP with it, is computed per position;
+    - `low_rank`: z_b's `LatentPath`, a share of the vector per block (computed once per block, as t's)
+      and a low-rank share of each position's input embedding.
+    """
+    times = jnp.zeros((1, 1)) if clean_only else per_block(t, 1)  # [batch, blocks]
+    cond = Conditioning(self._time_embedding(time_mlp, times), blocks, size)
+    if self.latent_dim == 0 or clean_only:
+      return cond, 0.0
+    if z is None:
+      raise ValueError("this denoiser has a latent (latent_dim > 0): pass z")
+    z = per_block(z, 2)  # [batch, blocks, latent_dim]
+    if self.latent_path == "adaln":
       project = LatentProjection(
         self.max_length, self.width, self.latent_per_position, self.dtype, name="latent_proj"
       )
-      c = c + project(per_block(z, 2), size)
-    return c
+      batch = z.shape[0]
+      time = jnp.broadcast_to(cond.time[:, :, None], (batch, blocks, size, self.width)).reshape(
+        batch, -1, self.width
+      )
+      return Conditioning(time + project(z, size), blocks * size, 1), 0.0
+    path = LatentPath(
+      self.latent_dim, self.max_length, self.width, self.latent_per_position, self.dtype, name="latent_path"
+    )
+    cond = cond._replace(time=cond.time + path.conditioning(z))
+    return cond, path.embedding(z, size)
 
 
 class PosteriorEncoder(nn.Module):
@@ -322,13 +477,14 @@ class PosteriorEncoder(nn.Module):
     h = h + nn.Embed(2, self.width, dtype=self.dtype, name="mask_embed")(masked.astype(jnp.int32))
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
     h = h + pos[None, :length].astype(self.dtype)
-    c = jnp.zeros_like(h)  # the encoder is unconditioned: adaLN reduces to plain LayerNorm
+    # The encoder is unconditioned: its adaLN reads zeros, a learned constant modulation.
+    cond = Conditioning(jnp.zeros((1, 1, self.width), self.dtype), 1, length)
     mask = encoder_attention_mask(length, self.block_size, self.sees_prefix)
     for i in range(self.depth):
       block = TransformerBlock(
         self.width, self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}"
       )
-      h, _ = block(h, c, False, mask)
+      h, _ = block(h, cond, False, mask)
     h = h.astype(jnp.float32).reshape(batch, num_blocks, size, self.width)
     pooled = nn.LayerNorm()(jnp.mean(h, axis=2))  # pooled: [batch, blocks, width]
     mean = nn.Dense(self.latent_dim, name="mean")(pooled)

@@ -119,17 +119,27 @@ def _einsum_attention(q, k, v, mask, dtype):
   return jax.nn.softmax(logits, axis=-1).astype(dtype)
 
 
-def attention_implementation(dtype, head_dim: int) -> str | None:
-  """The `implementation` of jax.nn.dot_product_attention: cuDNN's fused (flash) attention on a GPU in
-  half precision with a head size it takes, XLA's otherwise."""
+def attention_implementation(dtype, head_dim: int, train: bool) -> str | None:
+  """The `implementation` of jax.nn.dot_product_attention for this backend, or None for the written-out
+  `_einsum_attention`.
+
+  cuDNN's fused (flash) attention on a GPU in half precision with a head size it takes; XLA's
+  elsewhere, except for training on a CPU: there XLA's trained about 20% slower than the written-out
+  attention in a measurement at [16, 256, 4, 32] and [16, 256, 4, 64] (forward and backward; README,
+  Throughput), while its forward alone, what sampling runs, was about twice as fast.
+  """
+  backend = jax.default_backend()
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  if jax.default_backend() == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128:
+  if backend == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128:
     return "cudnn"
+  if backend == "cpu" and train:
+    return None
   return "xla"
 
 
-def fused_attention(q, k, v, mask=None):
-  """softmax(q k^T / sqrt(d)) v through jax.nn.dot_product_attention (cuDNN on GPUs, XLA elsewhere).
+def fused_attention(q, k, v, mask=None, implementation: str = "xla"):
+  """softmax(q k^T / sqrt(d)) v through jax.nn.dot_product_attention with the given implementation
+  ("cudnn" falls back to "xla" where this cuDNN or card lacks the kernel).
 
   q: [batch, n, heads, d]; k, v: [batch, s, heads, d]; mask: [n, s] or [batch, 1, n, s] bool, or None.
   Returns [batch, n, heads, d]. The logits and softmax are float32, as in `_einsum_attention`; a test
@@ -138,11 +148,10 @@ def fused_attention(q, k, v, mask=None):
   if mask is not None:
     mask = jnp.asarray(mask, bool)
     mask = mask if mask.ndim == 4 else mask[None, None]  # [batch or 1, 1, n, s]
-  implementation = attention_implementation(q.dtype, q.shape[-1])
   if implementation == "cudnn":
     try:
       return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-    except (NotImplementedError, RuntimeError, ValueError):  # this cuDNN or card lacks the kernel
+    except (NotImplementedError, RuntimeError, ValueError):
       pass
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
@@ -151,7 +160,8 @@ class Attention(nn.Module):
   """Multi-head self-attention with an optional mask and optional extra keys and values (a cache).
 
   The parameters (query, key, value, out) have the layout of flax's MultiHeadDotProductAttention.
-  Without a cache (and without attention dropout) the attention is `fused_attention`.
+  Without a cache (and without attention dropout) the attention is `fused_attention` where
+  `attention_implementation` names one.
   """
 
   num_heads: int
@@ -171,8 +181,9 @@ class Attention(nn.Module):
     q, k, v = (project(name=name)(x) for name in ("query", "key", "value"))
     own = (k, v)
     dropping = train and self.dropout > 0
-    if prefix is None and not dropping:
-      out = fused_attention(q, k, v, mask)
+    implementation = attention_implementation(self.dtype, head_dim, train)
+    if prefix is None and not dropping and implementation is not None:
+      out = fused_attention(q, k, v, mask, implementation)
     else:
       if prefix is not None:
         k = jnp.concatenate([prefix[0].astype(k.dtype), k], axis=1)
@@ -468,9 +479,10 @@ class PosteriorEncoder(nn.Module):
   dtype: Any = jnp.float32  # computation dtype of the blocks; the pooled head runs in float32
 
   @nn.compact
-  def __call__(self, x0: jax.Array, masked: jax.Array) -> GaussianPosterior:
-    # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool. Fields [batch, latent_dim], or
-    # [batch, blocks, latent_dim] for a block model.
+  def __call__(self, x0: jax.Array, masked: jax.Array, train: bool = False) -> GaussianPosterior:
+    # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool; train: whether a gradient will be
+    # taken (it picks the attention's implementation). Fields [batch, latent_dim], or [batch, blocks,
+    # latent_dim] for a block model.
     batch, length = x0.shape
     num_blocks, size = block_layout(length, self.block_size)
     h = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name="token_embed")(x0)
@@ -484,7 +496,7 @@ class PosteriorEncoder(nn.Module):
       block = TransformerBlock(
         self.width, self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}"
       )
-      h, _ = block(h, cond, False, mask)
+      h, _ = block(h, cond, train, mask)
     h = h.astype(jnp.float32).reshape(batch, num_blocks, size, self.width)
     pooled = nn.LayerNorm()(jnp.mean(h, axis=2))  # pooled: [batch, blocks, width]
     mean = nn.Dense(self.latent_dim, name="mean")(pooled)
@@ -544,10 +556,10 @@ class VMDModel(nn.Module):
     `offset`, which attends to the cache before it."""
     return self.denoiser(x0_block, None, cache=cache, offset=offset)
 
-  def posterior(self, x0, masked):
+  def posterior(self, x0, masked, train: bool = False):
     """q(z | x0, M_t) as a GaussianPosterior with [batch, latent_dim] fields ([batch, blocks,
-    latent_dim] for a block model)."""
-    return self.encoder(x0, masked)
+    latent_dim] for a block model); train as in the training step."""
+    return self.encoder(x0, masked, train)
 
   def __call__(self, x0, masked, t):
     """Touch every submodule once (used by init)."""

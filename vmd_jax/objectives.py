@@ -170,7 +170,7 @@ def _latent_loss(model, params, batch, key, settings, step, train, encoder_sees_
   x0 = batch["tokens"]
   t, masked, x_t = _corrupt(model, batch, corrupt_key, settings)
   enc_mask = masked if encoder_sees_mask else jnp.ones_like(masked)
-  posterior = model.apply(params, x0, enc_mask, method="posterior")
+  posterior = model.apply(params, x0, enc_mask, train, method="posterior")
   z = networks.sample_gaussian(posterior, z_key)
   logits = _denoise(model, params, x_t, t, z, drop_key, train, x0)
   recon = weighted_nll(settings.schedule, t, logits, x0, masked)

@@ -8,7 +8,8 @@
 # 2. The throughput benchmark at the gpu size (12 x 768, 256 tokens, global batch 256, bf16 compute):
 #    step time, tokens/s, FLOPs per token against the 6N + attention estimate, MFU, VMD / MDM.
 # 3. The block sampler benchmark (cached against uncached, 256 and 1,024 tokens).
-# 4. The tests that depend on the accelerator, with every local device: bf16 compute, the fused
+# 4. The attention implementations in bf16 (written-out, XLA's, cuDNN's), forward and backward.
+# 5. The tests that depend on the accelerator, with every local device: bf16 compute, the fused
 #    attention against the written-out one, and the data-parallel step over all devices against one.
 #
 # Variables:
@@ -59,13 +60,15 @@ stage throughput 240 "$py" -m vmd_jax.benchmark --config="configs/benchmark.py:$
   --steps=5 --json="$OUT/throughput.json"
 stage blocks 90 "$py" -m vmd_jax.benchmark_blocks --lengths=256,1024 --rounds="$ROUNDS" \
   --json="$OUT/blocks.json"
+stage attention 45 "$py" -m vmd_jax.benchmark_attention --dtype=bfloat16 --head_dims=64,128 \
+  --batch=64 --length=1024 --heads=12 --json="$OUT/attention.json"
 stage tests 120 "$py" -m pytest -q -p no:xdist -p no:cacheprovider \
   tests/test_networks.py tests/test_trainer.py -k "bfloat16 or fused or device or sharded"
 
 {
   echo "device: $("$py" -c 'import jax; print(jax.device_count(), "x", jax.devices()[0].device_kind)')"
   echo
-  for name in throughput blocks tests; do
+  for name in throughput blocks attention tests; do
     echo "### $name (${result[$name]})"
     echo
     echo '```'
@@ -78,7 +81,7 @@ stage tests 120 "$py" -m pytest -q -p no:xdist -p no:cacheprovider \
 import json, os, sys
 out = sys.argv[1]
 record = {}
-for name in ("throughput", "blocks"):
+for name in ("throughput", "blocks", "attention"):
   path = os.path.join(out, f"{name}.json")
   record[name] = json.load(open(path)) if os.path.exists(path) else None
 record["tests"] = open(os.path.join(out, "tests.log")).read().strip().splitlines()[-1:]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's throughput tables: this tree against REF (default: the release before the per-block
-# conditioning) at the benchmark's cpu size and at 4 x 128, the low_rank latent path, and the block
-# sampler with and without its cache. Run on an otherwise idle machine.
+# conditioning) at the benchmark's cpu size and at 4 x 128, the low_rank latent path, the attention
+# implementations, and the block sampler with and without its cache. Run on an otherwise idle machine.
 # Usage: bash launch/throughput_table.sh [REF]
 set -euo pipefail
 ref=${1:-2387a3d}
@@ -13,5 +13,7 @@ python -m vmd_jax.benchmark "${common[@]}" --compare-ref="$ref" --config.model.w
   --config.model.encoder_width=64
 echo "### cpu size, latent_path=low_rank"
 python -m vmd_jax.benchmark "${common[@]}" --config.model.latent_path=low_rank
+echo "### attention implementations"
+python -m vmd_jax.benchmark_attention
 echo "### block sampler"
 python -m vmd_jax.benchmark_blocks --lengths=256,1024 --rounds=3

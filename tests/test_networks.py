@@ -11,18 +11,17 @@ from vmd_jax import networks
 V, L = 5, 6
 
 
-def _init(latent_dim, latent_per_position=True, latent_path="adaln"):
+def _init(latent_dim, width=32, num_heads=4, block_size=0, **options):
+  """A VMDModel (an MDM for latent_dim 0) on V tokens of length L, and its initial parameters; options
+  go to the denoiser."""
   denoiser = networks.Denoiser(
-    V,
-    L,
-    width=32,
-    depth=2,
-    num_heads=4,
-    latent_dim=latent_dim,
-    latent_per_position=latent_per_position,
-    latent_path=latent_path,
+    V, L, width=width, depth=2, num_heads=num_heads, latent_dim=latent_dim, block_size=block_size, **options
   )
-  encoder = networks.PosteriorEncoder(V, L, latent_dim, width=32) if latent_dim else None
+  encoder = None
+  if latent_dim:
+    encoder = networks.PosteriorEncoder(
+      V, L, latent_dim, width=width, num_heads=num_heads, block_size=block_size
+    )
   model = networks.VMDModel(denoiser, encoder)
   params = jax.jit(model.init)(
     jax.random.PRNGKey(0), jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,))
@@ -229,22 +228,10 @@ def test_denoiser_equals_a_reference_that_conditions_every_position(
   """The modulation from t and z computed once per block (once for the clean stream), and z's input
   through its low-rank path, equal conditioning each position on its own vector, for the same
   (trained-looking) parameters."""
-  denoiser = networks.Denoiser(
-    V,
-    L,
-    width=16,
-    depth=2,
-    num_heads=2,
-    latent_dim=latent_dim,
-    block_size=block_size,
-    latent_per_position=per_position,
-    latent_path=latent_path,
+  model, params = _init(
+    latent_dim, 16, 2, block_size, latent_per_position=per_position, latent_path=latent_path
   )
-  encoder = networks.PosteriorEncoder(V, L, latent_dim, width=16, num_heads=2, block_size=block_size)
-  model = networks.VMDModel(denoiser, encoder if latent_dim else None)
-  params = jax.jit(model.init)(
-    jax.random.PRNGKey(0), jnp.zeros((1, L), jnp.int32), jnp.ones((1, L), bool), jnp.ones((1,))
-  )
+  denoiser = model.denoiser
   params = _random_params(params)
   blocks = L // (block_size or L)
   x_t, _ = _inputs()

@@ -62,7 +62,7 @@ stage blocks 90 "$py" -m vmd_jax.benchmark_blocks --lengths=256,1024 --rounds="$
   --json="$OUT/blocks.json"
 stage attention 45 "$py" -m vmd_jax.benchmark_attention --dtype=bfloat16 --head_dims=64,128 \
   --batch=64 --length=1024 --heads=12 --json="$OUT/attention.json"
-stage tests 120 "$py" -m pytest -q -p no:xdist -p no:cacheprovider \
+stage tests 120 "$py" -m pytest -q -n 0 -p no:cacheprovider \
   tests/test_networks.py tests/test_trainer.py -k "bfloat16 or fused or device or sharded"
 
 {

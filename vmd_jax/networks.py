@@ -7,10 +7,11 @@ without one computes: VMD starts from MDM, and MDM is the same class with latent
 
 The conditioning is computed at the cost it needs. t is constant over a sequence (over a block with
 block diffusion), so each layer's modulation from t is computed once per sequence (per block) and
-broadcast to its positions; the clean stream's (t = 0, no latent) is computed once. z_b is constant
-over its block too: it joins t_b's conditioning vector once per block, and its per-position
-contribution enters the input embedding once, through latent_dim features per position (a low-rank
-path, linear in z; `LatentPath`).
+broadcast to its positions; the clean stream's (t = 0, no latent) is computed once. How z_b enters is
+`latent_path`: `adaln` (the default, and the network of the releases up to 0.2) adds its projection at
+each position to that position's conditioning vector, so a VMD's adaLN MLPs run at every position;
+`low_rank` adds it to the block's vector once per block, and its per-position contribution enters the
+input embedding through latent_dim features per position (a low-rank path, linear in z; `LatentPath`).
 
 Block diffusion (BD3-LM): with block_size = k < L the sequence is cut into L / k blocks, each with its
 own time t_b and latent z_b. The denoiser then reads the noisy sequence x_t and the clean sequence x0 in

@@ -29,6 +29,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vmd_jax import benchmark_worker
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(PACKAGE_DIR)
 DEFAULT_CONFIG = os.path.join(REPO_DIR, "configs", "benchmark.py:cpu")
@@ -181,9 +183,7 @@ def summarise(description: dict, rounds: list[dict]) -> dict:
 
 def run(config, rounds: int, steps: int) -> dict:
   """Measure both methods in this process; returns what `table` prints."""
-  from vmd_jax.benchmark_worker import Session
-
-  session = Session(sys.modules[__name__], config, METHODS)
+  session = benchmark_worker.Session(sys.modules[__name__], config, METHODS)
   timed = [session.round(steps, reverse=r % 2 == 1) for r in range(rounds)]
   return summarise(session.describe(), timed)
 
@@ -202,8 +202,8 @@ class Worker:
     self.proc.stdin.write(json.dumps(request) + "\n")
     self.proc.stdin.flush()
     for line in self.proc.stdout:
-      if line.startswith(WORKER_PREFIX):
-        return json.loads(line[len(WORKER_PREFIX) :])
+      if line.startswith(benchmark_worker.PREFIX):
+        return json.loads(line[len(benchmark_worker.PREFIX) :])
     raise RuntimeError(f"the benchmark worker for {self.proc.args[2]} exited (status {self.proc.wait()})")
 
   def close(self):
@@ -211,9 +211,6 @@ class Worker:
     with contextlib.suppress(BrokenPipeError, ValueError):
       self.proc.stdin.close()
     self.proc.wait(timeout=60)
-
-
-WORKER_PREFIX = "BENCHMARK "  # benchmark_worker.PREFIX (the worker may be an older tree's)
 
 
 @contextlib.contextmanager
@@ -236,25 +233,22 @@ def worktree(ref: str):
 
 
 def config_args(root: str) -> list[str]:
-  """This run's --config flags, the config file rebased from this tree onto `root`."""
-  out = []
-  for arg in sys.argv[1:]:
-    if arg.startswith("--config=") or arg.startswith("--config."):
-      out.append(arg)
-  if not any(a.startswith("--config=") for a in out):
-    out.insert(0, f"--config={DEFAULT_CONFIG}")
-  path = out[0][len("--config=") :]
+  """This run's --config flags, the config file first and rebased from this tree onto `root`, then the
+  --config.<field> overrides in their order."""
+  files = [a[len("--config=") :] for a in sys.argv[1:] if a.startswith("--config=")]
+  path = files[-1] if files else DEFAULT_CONFIG  # absl keeps the last one
   if os.path.abspath(path).startswith(REPO_DIR + os.sep):
-    out[0] = "--config=" + os.path.join(root, os.path.relpath(os.path.abspath(path), REPO_DIR))
-  return out
+    path = os.path.join(root, os.path.relpath(os.path.abspath(path), REPO_DIR))
+  return [f"--config={path}", *(a for a in sys.argv[1:] if a.startswith("--config."))]
 
 
 def compare(ref: str, rounds: int, steps: int) -> dict:
   """This tree and `ref`, each in a worker, alternating within every round."""
   with worktree(ref) as (commit, path):
-    workers = {"this": Worker(REPO_DIR, config_args(REPO_DIR))}
-    workers["ref"] = Worker(path, config_args(path))
+    workers = {}
     try:
+      workers["this"] = Worker(REPO_DIR, config_args(REPO_DIR))
+      workers["ref"] = Worker(path, config_args(path))
       timed = {name: [] for name in workers}
       for r in range(rounds):
         for name in sorted(workers, reverse=r % 2 == 1):

@@ -125,9 +125,10 @@ def attention_implementation(dtype, head_dim: int, train: bool) -> str | None:
   `_einsum_attention`.
 
   cuDNN's fused (flash) attention on a GPU in half precision with a head size it takes; XLA's
-  elsewhere, except for training on a CPU: there XLA's trained about 20% slower than the written-out
-  attention in a measurement at [16, 256, 4, 32] and [16, 256, 4, 64] (forward and backward; README,
-  Throughput), while its forward alone, what sampling runs, was about twice as fast.
+  elsewhere, except for training on a CPU: there XLA's forward and backward took 15-27% longer than the
+  written-out attention's at [16, 256, 4, 64] and [16, 256, 4, 32], while its forward alone, what
+  sampling runs, took 30-40% of the time (`python -m vmd_jax.benchmark_attention`; README,
+  Throughput).
   """
   backend = jax.default_backend()
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))

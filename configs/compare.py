@@ -1,14 +1,17 @@
-"""The built-in default: VMD against MDM on synthetic sets, trained and evaluated one after another.
+"""The built-in default: MDM, the paper's VMD and the recommended vmd+ on synthetic sets, trained and
+evaluated one after another.
 
-`configs/compare.py[:<dataset>+<dataset>...]` (default pair+d1+d2). Each run is a full
-configs/synthetic.py config under config.runs.<dataset>_<method>, so any of its fields can be
-overridden, e.g. --config.runs.d1_vmd.train.steps=3000.
+`configs/compare.py[:<dataset>+<dataset>...[@<method>,<method>...]]` (default pair+d1+d2@mdm,vmd,vmd+).
+Each run is a full configs/synthetic.py config under config.runs.<dataset>_<method> (vmd+ is named
+vmdplus there), so any of its fields can be overridden, e.g. --config.runs.d1_vmd.train.steps=3000.
 """
 
 import importlib.util
 import os
 
 import ml_collections
+
+METHODS = ("mdm", "vmd", "vmd+")
 
 
 def _synthetic():
@@ -22,11 +25,12 @@ def _synthetic():
 def get_config(arg: str = "pair+d1+d2"):
   """One synthetic config per (dataset, method) pair."""
   synthetic = _synthetic()
+  datasets, _, methods = arg.partition("@")
   config = ml_collections.ConfigDict()
   config.task = "compare"
   config.jax_distributed = False  # as in every config: join the other processes of a multi-process job
   config.runs = ml_collections.ConfigDict()
-  for dataset in arg.split("+"):
-    for method in ("mdm", "vmd"):
-      config.runs[f"{dataset}_{method}"] = synthetic.get_config(f"{dataset},{method}")
+  for dataset in datasets.split("+"):
+    for method in methods.split(",") if methods else METHODS:
+      config.runs[f"{dataset}_{method.replace('+', 'plus')}"] = synthetic.get_config(f"{dataset},{method}")
   return config

@@ -1,7 +1,9 @@
 """The paper's synthetic token sets: `configs/synthetic.py:<dataset>,<method>[,block<k>]`.
 
 dataset: pair (uniform deterministic 2-token set), pair_nonuniform (P(k) = (k+1)/55), pair_corr (set
---config.data.p), d1 = {(k,k+1,k+2,k+3) mod 10}, d2 = {(k,k+1,l,l+1) mod 10}; method: vmd, mdm, global.
+--config.data.p), d1 = {(k,k+1,k+2,k+3) mod 10}, d2 = {(k,k+1,l,l+1) mod 10}, markov (a 4-token Markov
+chain of known entropy: x1 uniform, x_{i+1} = x_i + 1, 2 or 3 mod 10 at 0.6, 0.3, 0.1); method: vmd, mdm,
+global, vmd+ (the stepwise objective, sampled and bounded with a fresh z per step).
 block<k>: block diffusion with blocks of k tokens (d1,vmd,block2 is the paper's B = 2 column: two blocks
 of two tokens, each with its own z_b); NFE then counts the steps of all blocks.
 """
@@ -10,7 +12,7 @@ from vmd_jax.defaults import apply_method
 from vmd_jax.errors import ConfigError
 from vmd_jax.tasks import base_config
 
-LENGTHS = {"pair": 2, "pair_nonuniform": 2, "pair_corr": 2, "d1": 4, "d2": 4}
+LENGTHS = {"pair": 2, "pair_nonuniform": 2, "pair_corr": 2, "d1": 4, "d2": 4, "markov": 4}
 
 
 def get_config(arg: str = "d1,vmd"):

@@ -9,7 +9,7 @@ import pytest
 from conftest import CONFIGS, load_config, shrink, train_steps
 
 from vmd_jax import model as model_lib
-from vmd_jax import trainer
+from vmd_jax import tasks, trainer
 from vmd_jax.data import pipeline
 from vmd_jax.defaults import METHODS
 from vmd_jax.errors import ConfigError
@@ -26,6 +26,7 @@ def test_every_config_file_is_covered():
 def _one_step(config):
   validate(config)
   dataset = pipeline.load(config.data)
+  tasks.fit_to_data(config, dataset.length)
   state, losses = train_steps(config, dataset, trainer.make_mesh(), 1)
   assert int(state.step) == 1 and np.isfinite(losses[0])
   return dataset, state
@@ -135,9 +136,13 @@ def test_benchmark_config_validates_for_both_methods(size):
 
 def test_compare_config_holds_valid_synthetic_runs():
   config = load_config("compare.py")
-  assert sorted(config.runs) == sorted(f"{d}_{m}" for d in ("pair", "d1", "d2") for m in ("mdm", "vmd"))
+  methods = ("mdm", "vmd", "vmdplus")
+  assert sorted(config.runs) == sorted(f"{d}_{m}" for d in ("pair", "d1", "d2") for m in methods)
   for sub in config.runs.values():
     validate(sub)
+  assert config.runs.d1_vmdplus.objective.name == "stepwise" and config.runs.d1_vmdplus.label == "vmd+"
+  chosen = load_config("compare.py", "d2+markov@mdm,vmd")
+  assert sorted(chosen.runs) == ["d2_mdm", "d2_vmd", "markov_mdm", "markov_vmd"]
 
 
 @pytest.mark.parametrize("per_position", [True, False])

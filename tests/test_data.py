@@ -47,6 +47,8 @@ def _pair_corr_entropy(p):
     ("pair_corr", 0.3, _pair_corr_entropy(0.3)),
     ("d1", None, math.log(10)),
     ("d2", None, math.log(100)),
+    # x1 uniform, then three transitions of entropy H(0.6, 0.3, 0.1) each
+    ("markov", None, math.log(10) - 3 * sum(q * math.log(q) for q in (0.6, 0.3, 0.1))),
   ],
 )
 def test_distribution_normalised_with_closed_form_entropy(name, p, entropy):
@@ -57,6 +59,27 @@ def test_distribution_normalised_with_closed_form_entropy(name, p, entropy):
   np.testing.assert_allclose(synthetic.entropy_nats(dist), entropy, rtol=1e-12)
   assert len(np.unique(dist.sequences, axis=0)) == len(dist.sequences)
   assert dist.sequences.min() >= 0 and dist.sequences.max() < dist.vocab_size == 10
+
+
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_markov_chain_is_stationary_with_the_stated_transitions_and_entropy_rate(length):
+  """Every position is uniform (the chain starts stationary); each transition x_i -> x_{i+1} is an
+  increment of 1, 2 or 3 at 0.6, 0.3, 0.1 whatever came before; H = log V + (L - 1) * rate."""
+  dist = synthetic.markov_chain(length)
+  np.testing.assert_allclose(dist.probs.sum(), 1.0, rtol=1e-12)
+  assert len(np.unique(dist.sequences, axis=0)) == len(dist.sequences) == 10 * 3 ** (length - 1)
+  for i in range(length):
+    marginal = np.bincount(dist.sequences[:, i], weights=dist.probs, minlength=10)
+    np.testing.assert_allclose(marginal, 0.1, rtol=1e-12)
+  for i in range(length - 1):
+    step = (dist.sequences[:, i + 1] - dist.sequences[:, i]) % 10
+    prefixes, which = np.unique(dist.sequences[:, : i + 1], axis=0, return_inverse=True)
+    for prefix in range(len(prefixes)):  # the increment's law given the whole past x_1..x_i
+      at = which.reshape(-1) == prefix
+      law = np.bincount(step[at], weights=dist.probs[at], minlength=4)[1:] / dist.probs[at].sum()
+      np.testing.assert_allclose(law, synthetic.MARKOV_PROBS, rtol=1e-12)
+  rate = synthetic.markov_entropy_rate()
+  np.testing.assert_allclose(synthetic.entropy_nats(dist), math.log(10) + (length - 1) * rate, rtol=1e-12)
 
 
 def test_distributions_have_the_defining_structure():
@@ -139,7 +162,9 @@ def test_runs_preparing_the_same_data_at_once_share_the_files(tmp_path, monkeypa
   np.testing.assert_array_equal(mine.test, other[0].test)
 
 
-@pytest.mark.parametrize("name, p", [("pair_nonuniform", None), ("pair_corr", 0.5), ("d2", None)])
+@pytest.mark.parametrize(
+  "name, p", [("pair_nonuniform", None), ("pair_corr", 0.5), ("d2", None), ("markov", None)]
+)
 def test_train_frequencies_match_the_distribution(tmp_path, name, p):
   num = 20_000
   data = pipeline.load(_config(tmp_path, name=name, p=p, num_train=num, num_test=num // 10))
@@ -288,3 +313,34 @@ def test_process_slices_partition_the_global_batch():
     pipeline.process_batch(tokens, 0, 12, 2, 0, 5)
   with pytest.raises(ValueError):
     pipeline.process_batch(tokens, 0, 12, 2, 2, 2)
+
+
+def test_report_groups_seeds_into_one_row_and_draws_a_figure_per_set(tmp_path):
+  """Runs that differ only in their seed share a row, each cell the mean ± the standard deviation
+  over the seeds; nfe_<set>.png is drawn for every set (the report of launch/never_loses.sh)."""
+  import json
+
+  from vmd_jax import report
+
+  def write(name, method, acc, bound, dataset="d2"):
+    run = tmp_path / name
+    run.mkdir()
+    results = {"task": "synthetic", "dataset": dataset, "method": method, "steps": 10, "block_size": 0}
+    results.update({"acc@nfe1": acc, "kl@nfe1": 0.1, "entropy_bits_per_token": 1.661, "loss": 1.0})
+    results.update({"nelbo@nfe1_bits_per_token": bound, "nelbo@nfe1_bits_per_token_se": 0.004})
+    (run / "results.json").write_text(json.dumps(results))
+
+  for seed, (acc, bound) in enumerate([(95.0, 1.90), (97.0, 1.92), (96.0, 1.94)]):
+    write(f"d2_vmdplus_s{seed}", "vmd+", acc, bound)
+  write("d2_mdm", "mdm", 1.0, 3.322)
+  write("markov_mdm", "mdm", 2.0, 3.0, dataset="markov")
+  table = report.main(
+    [str(tmp_path / n) for n in sorted(p.name for p in tmp_path.iterdir())], str(tmp_path / "figures")
+  )
+  assert "| d2 | vmd+ | 10 | 3 | 96.0 ± 1.0 |" in table
+  assert "| d2 | vmd+ | 10 | 3 | 1.920 ± 0.020 | 1.661 |" in table  # the entropy is the same for every seed
+  assert (
+    "| d2 | mdm | 10 | 1 | 3.322 ± 0.004 |" in table and "largest standard error of one run's bound" in table
+  )
+  for name in ("nfe_d2.png", "nfe_markov.png"):
+    assert (tmp_path / "figures" / name).stat().st_size > 1000

@@ -14,7 +14,7 @@ from conftest import perturbed_params
 
 from vmd_jax import evaluation, objectives, tasks
 from vmd_jax import model as model_lib
-from vmd_jax.schedules import get_schedule, remaining_masked
+from vmd_jax.schedules import get_schedule, remaining_masked, step_time
 
 V = 2
 NODES = 141  # quadrature nodes over z
@@ -132,10 +132,13 @@ def exact_log_probs(config, model, params, length, nfe, z_policy="fixed", temper
     step_ll[r] = sum(log_p[r, :, i, x[i]] for i in cells)
   step_ll = step_ll.reshape(len(xs), blocks, len(orders), steps, len(z_nodes))
   log_w = np.log(z_weights)
-  if z_policy == "fixed":  # sum over steps given z, then average z and the orders
-    per_block = np.logaddexp.reduce(step_ll.sum(3) + log_w, axis=-1)
-  else:  # average z at every step
-    per_block = np.logaddexp.reduce(step_ll + log_w, axis=-1).sum(3)
+  # the steps that share the fixed z: all (fixed), none (per step), those revealing several (scheduled)
+  shared = {"fixed": np.ones(steps, bool), "per_step": np.zeros(steps, bool)}.get(
+    z_policy, counts[:-1] - counts[1:] > 1
+  )
+  # the shared steps summed given z, then z averaged; every other step averages its own z
+  per_block = np.logaddexp.reduce(step_ll[..., shared, :].sum(3) + log_w, axis=-1)
+  per_block += np.logaddexp.reduce(step_ll[..., ~shared, :] + log_w, axis=-1).sum(3)
   per_block = np.logaddexp.reduce(per_block, axis=2) - math.log(len(orders))  # [x, blocks]
   return per_block.sum(1)
 
@@ -146,6 +149,7 @@ SETTINGS = [
   ("vmd", 2, "fixed", 1.0),
   ("vmd", 2, "per_step", 1.0),
   ("vmd", 3, "per_step", 0.7),
+  ("vmd", 2, "scheduled", 0.7),  # 3 -> 2 -> 0 masks: a fresh z, then the fixed one for two tokens
   ("vmd_blocks", 4, "fixed", 1.0),
   ("vmd_blocks", 4, "per_step", 1.0),
 ]
@@ -162,6 +166,11 @@ def test_exact_reference_is_a_distribution_and_tells_the_samplers_apart():
     np.testing.assert_allclose(np.exp(_exact(*setting)).sum(), 1.0, atol=1e-4)
   fixed, per_step = np.exp(_exact("vmd", 2, "fixed", 1.0)), np.exp(_exact("vmd", 2, "per_step", 1.0))
   assert 0.5 * np.abs(fixed - per_step).sum() > 0.05  # the z policies are different samplers here
+  # 3 -> 2 -> 0 masks: one step shares the fixed z, so in law the scheduled sampler is the per-step one
+  # (its bound's estimator is not: the fixed z's proposal and weight)
+  scheduled = np.exp(_exact("vmd", 2, "scheduled", 0.7))
+  np.testing.assert_allclose(scheduled, np.exp(_exact("vmd", 2, "per_step", 0.7)), atol=1e-6)
+  assert 0.5 * np.abs(scheduled - np.exp(_exact("vmd", 2, "fixed", 0.7))).sum() > 0.02
   one_step = np.exp(_exact("vmd", 1, "fixed", 1.0))
   assert 0.5 * np.abs(fixed - one_step).sum() > 0.05  # and so are the step counts
   fixed, per_step = (
@@ -198,13 +207,14 @@ def test_path_weights_are_unbiased_for_the_exact_probability(name, nfe, z_policy
   blocks = objectives.num_blocks(model, length)
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
   xs = jnp.asarray(_all_sequences(length))
+  draws_per_z = 2 if z_policy == "scheduled" else 1  # importance-weighted z draws: unbiased for any count
 
   @functools.cache
   def draws(proposal):  # keys [draws] -> log w [draws, V^L], compiled once per proposal
     return jax.jit(
       jax.vmap(
         lambda k: objectives.trajectory_log_weights(
-          model, params, xs, k, schedule, nfe // blocks, False, proposal, z_policy, temperature
+          model, params, xs, k, schedule, nfe // blocks, False, proposal, z_policy, temperature, draws_per_z
         )
       )
     )
@@ -393,3 +403,102 @@ def test_training_losses_match_their_expectation(name, time_weight, free_bits, w
   loss = np.asarray(loss, np.float64)
   se = loss.std(0) / math.sqrt(len(loss))
   assert np.all(np.abs(loss.mean(0) - exact) < 4 * se + 2e-3), (loss.mean(0), exact, se)
+
+
+def _stepwise_expectation(model, params, x0, settings, step):
+  """E of the stepwise loss by enumeration: the mean over T in settings.nfes of the sum over every
+  reveal order (uniform) and every step j of the T-step sampler of E_{z ~ r}[sum_{i in U} CE_i at the
+  step's time] + beta * sum_dims max(KL_d(r), free_bits) * share, on the z grid; r = r(z | x0 outside
+  M_s, M_t) and share 1 for a fresh z, r = q(z | x0) at the full mask and share 1/P for the P steps
+  of T that reveal several tokens under the scheduled policy: [batch]."""
+  batch, length = x0.shape
+  u, u_w = _z_nodes(1)
+  beta = settings.beta * (min(1.0, step / settings.kl_warmup_steps) if settings.kl_warmup_steps else 1.0)
+  posterior = jax.jit(lambda m, h: model.apply(params, jnp.asarray(x0), m, False, h, method="posterior"))
+  log_softmax = jax.jit(
+    lambda x_t, t, z: jax.nn.log_softmax(model.apply(params, x_t, t, z, method="denoise"), -1)
+  )
+  orders = list(itertools.permutations(range(length)))
+  total = np.zeros(batch)
+  for nfe in settings.nfes:
+    counts = np.asarray(remaining_masked(settings.schedule, jnp.asarray([length]), nfe))[:, 0]
+    parallel = (counts[:-1] - counts[1:] > 1) & (settings.z_policy == "scheduled")
+    for order in orders:
+      for j in range(nfe):
+        masked_t, masked_s = np.zeros((batch, length), bool), np.zeros((batch, length), bool)
+        masked_t[:, list(order[: counts[j]])] = True
+        masked_s[:, list(order[: counts[j + 1]])] = True
+        if parallel[j]:  # the fixed z: the encoder sees every token, every position masked
+          q = posterior(jnp.ones((batch, length), bool), jnp.zeros((batch, length), bool))
+        else:
+          q = posterior(jnp.asarray(masked_t), jnp.asarray(masked_s))
+        mean, std = np.asarray(q.mean, np.float64), np.exp(np.asarray(q.log_std, np.float64))  # [batch, 1]
+        z = (mean[:, None, :] + std[:, None, :] * u[None]).reshape(-1, 1).astype(np.float32)
+        x_t = np.repeat(np.where(masked_t, V, x0), len(u), axis=0)
+        t = step_time(j, nfe, model.denoiser.time_input)
+        log_p = np.asarray(log_softmax(x_t, jnp.full((len(z),), t), z))
+        revealed = np.repeat(masked_t & ~masked_s, len(u), axis=0)
+        ce = -np.where(
+          revealed, np.take_along_axis(log_p, np.repeat(x0, len(u), 0)[..., None], -1)[..., 0], 0
+        )
+        ce = (ce.sum(-1).reshape(batch, len(u)) * u_w).sum(-1)
+        kl = np.maximum(_kl(mean, std), settings.free_bits).sum(-1) / (parallel.sum() if parallel[j] else 1)
+        total += (ce + beta * kl) / len(orders) / len(settings.nfes)
+  return total
+
+
+@pytest.mark.parametrize(
+  "nfes, z_policy, free_bits, warmup, time_input",
+  [
+    ((1, 2, 3), "per_step", 0.0, 0, "start"),
+    ((1, 2, 3), "scheduled", 0.0, 0, "end"),
+    ((2,), "scheduled", 0.3, 100, "start"),
+  ],
+)
+def test_stepwise_loss_matches_its_expectation_and_the_samplers_bound(
+  nfes, z_policy, free_bits, warmup, time_input
+):
+  """The stepwise objective (nats per sequence) against enumeration over T, reveal orders and steps
+  with quadrature over z; with beta = 1 and no free bits its expectation is the mean over T of the
+  T-step bound of its sampler with proposal `step` (trajectory_log_weights: a fresh z per step, or
+  scheduled), the denoiser reading each step's start or end time."""
+  config, _, params, length = _case("vmd")
+  config.model.time_input = time_input
+  model = model_lib.build_model(config, V, length)
+  settings = objectives.ObjectiveSettings(
+    name="stepwise",
+    schedule=get_schedule("linear", 0.0),
+    beta=1.0 if warmup == 0 else 0.8,
+    kl_warmup_steps=warmup,
+    free_bits=free_bits,
+    nfes=nfes,
+    z_policy=z_policy,
+  )
+  step, draws = 40, 4000
+  exact = _stepwise_expectation(model, params, X_FLAT, settings, step)
+  loss = jax.jit(
+    jax.vmap(
+      lambda k: objectives.stepwise_loss(
+        model, params, {"tokens": jnp.asarray(X_FLAT)}, k, settings, step, False
+      )[0]
+    )
+  )(jax.random.split(jax.random.PRNGKey(8), draws))
+  loss = np.asarray(loss, np.float64)
+  se = loss.std(0) / math.sqrt(len(loss))
+  assert np.all(np.abs(loss.mean(0) - exact) < 4 * se + 2e-3), (loss.mean(0), exact, se)
+  if free_bits == 0 and warmup == 0:
+    bound = jax.jit(
+      jax.vmap(
+        lambda k: jnp.stack(
+          [
+            -objectives.trajectory_log_weights(
+              model, params, jnp.asarray(X_FLAT), k, settings.schedule, n, proposal="step", z_policy=z_policy
+            )
+            for n in nfes
+          ]
+        ).mean(0)
+      )
+    )(jax.random.split(jax.random.PRNGKey(9), draws))
+    bound = np.asarray(bound, np.float64)
+    bound_se = bound.std(0) / math.sqrt(len(bound))
+    assert np.all(np.abs(bound.mean(0) - exact) < 4 * bound_se + 2e-3), (bound.mean(0), exact, bound_se)

@@ -12,7 +12,7 @@ import pytest
 from conftest import perturbed_params
 
 from vmd_jax import networks, objectives
-from vmd_jax.schedules import get_schedule
+from vmd_jax.schedules import get_schedule, masked_count
 
 V, L = 3, 3
 
@@ -175,3 +175,38 @@ def test_test_set_loss_runs_without_dropout():
     for m in (with_dropout, without)
   ]
   assert abs(train_loss[0] - train_loss[1]) > 1e-3
+
+
+def test_stepwise_steps_follow_the_samplers_schedule_and_never_mask_a_clue():
+  """The steps the stepwise objective trains: T drawn uniformly from objective.nfes, j uniform, M_s
+  inside M_t, the clues never masked, |M_t| and |M_s| the sampler's counts for step j of T among the
+  free positions, and every free position equally likely to be revealed."""
+  model = networks.VMDModel(networks.Denoiser(V, 6, width=16, depth=1, num_heads=2), None)
+  settings = objectives.ObjectiveSettings(name="stepwise", schedule=get_schedule("cosine"), nfes=(1, 2, 5))
+  given = np.zeros((400, 6), bool)
+  given[::2, [1, 4]] = True  # every other row has two clues: four free positions
+  x0 = jnp.zeros((400, 6), jnp.int32)
+  draw = jax.jit(jax.vmap(lambda k: objectives._random_steps(model, x0, k, settings, jnp.asarray(given))))
+  s = draw(jax.random.split(jax.random.PRNGKey(0), 50))
+  masked_t, masked_s = np.asarray(s.masked_t), np.asarray(s.masked_s)
+  steps, t = np.asarray(s.steps)[..., 0], np.asarray(s.time)[..., 0]  # one block: [draws, batch]
+  assert not np.any(masked_t & given) and not np.any(masked_s & ~masked_t)
+  np.testing.assert_allclose(np.mean(steps[..., None] == np.array([1, 2, 5]), axis=(0, 1)), 1 / 3, atol=0.01)
+  j = np.rint((1.0 - t) * steps)
+  assert np.all(j >= 0) and np.all(j < steps)
+  free = 6 - given.sum(-1)
+  for name, mask, jj in (("M_t", masked_t, j), ("M_s", masked_s, j + 1)):
+    expected = np.asarray(masked_count(settings.schedule, jnp.asarray(free), jnp.asarray(1.0 - jj / steps)))
+    np.testing.assert_array_equal(mask.sum(-1), expected, err_msg=name)
+  # parallel: the step reveals several tokens; num_parallel: how many of the T steps do
+  np.testing.assert_array_equal(np.asarray(s.parallel)[..., 0], (masked_t & ~masked_s).sum(-1) > 1)
+  for nfe in (1, 2, 5):
+    for rows in (given.any(-1), ~given.any(-1)):
+      counts = np.asarray(
+        masked_count(settings.schedule, 6 - given[rows][0].sum(), 1.0 - np.arange(nfe + 1) / nfe)
+      )
+      at = (steps == nfe) & rows
+      np.testing.assert_array_equal(np.asarray(s.num_parallel)[..., 0][at], np.sum(-np.diff(counts) > 1))
+  revealed = (masked_t & ~masked_s)[:, 1::2]  # rows without clues: each position revealed alike
+  share = revealed.mean(axis=(0, 1))
+  np.testing.assert_allclose(share, share.mean(), atol=0.02)

@@ -173,17 +173,23 @@ def test_sample_rule_frequencies_match_softmax(temperature):
 
 
 @pytest.mark.parametrize("nfe", [1, 3, LENGTH])
-def test_makes_exactly_nfe_denoiser_calls_on_the_current_x_t(nfe):
+@pytest.mark.parametrize("time_input", ["start", "end"])
+def test_makes_exactly_nfe_denoiser_calls_on_the_current_x_t(nfe, time_input):
+  """nfe calls, each on x_t with the scheduled masks, at the step's start t_j = 1 - j/nfe or, with
+  time_input 'end', at its end t_{j+1}."""
   calls = []
   x_init = rows_with_clues()
   denoise = recording_denoise(calls)
-  sample = make_sampler(denoise, nfe=nfe, mask_id=MASK, schedule=get_schedule("cosine"))
+  sample = make_sampler(
+    denoise, nfe=nfe, mask_id=MASK, schedule=get_schedule("cosine"), time_input=time_input
+  )
   out = sample(None, jax.random.PRNGKey(10), x_init)
   jax.effects_barrier()
   assert len(calls) == nfe
   remaining = scheduled_remaining(x_init, nfe, "cosine")
   for j, (t, num_masked, z) in enumerate(calls):
-    np.testing.assert_allclose(t, np.full(x_init.shape[0], 1.0 - j / nfe), rtol=1e-6)
+    expected = 1.0 - (j + (time_input == "end")) / nfe
+    np.testing.assert_allclose(t, np.full(x_init.shape[0], expected), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(num_masked, remaining[j])
     assert z is None
   assert set(np.unique(np.asarray(out.reveal_step))) <= set(range(-1, nfe))
@@ -219,6 +225,37 @@ def test_per_step_z_policy_draws_a_new_z_every_step():
   chex.assert_shape(z, (4, 3, 2))
   for j in range(1, len(z)):
     assert not np.any(np.isclose(z[j], z[j - 1]))
+
+
+# linear schedule, 8 tokens, 5 steps: 8 -> 6 -> 5 -> 3 -> 2 -> 0 masks, so steps 0, 2 and 4 reveal two
+PARALLEL_STEPS = (0, 2, 4)
+
+
+def test_scheduled_z_policy_keeps_one_z_for_parallel_steps_and_draws_anew_for_the_others():
+  z = z_seen("scheduled", nfe=5)
+  parallel = [z[j] for j in PARALLEL_STEPS]
+  for other in parallel[1:]:
+    np.testing.assert_array_equal(other, parallel[0])
+  singles = [z[1], z[3]]
+  for single in singles:
+    assert not np.any(np.isclose(single, parallel[0]))
+  assert not np.any(np.isclose(singles[0], singles[1]))
+  np.testing.assert_array_equal(parallel[0], z_seen("fixed", nfe=5)[0])  # the fixed policy's own z
+
+
+def test_argmax_parallel_takes_the_mode_at_parallel_steps_and_samples_at_the_others():
+  rows, logits = 4000, random_logits(3, scale=1.0)
+  sample = sampler(5, token_rule="argmax_parallel")
+  out = sample(logits, jax.random.PRNGKey(2), jnp.full((rows, LENGTH), MASK, jnp.int32))
+  tokens, steps = np.asarray(out.tokens), np.asarray(out.reveal_step)
+  parallel = np.isin(steps, PARALLEL_STEPS)
+  modes = np.broadcast_to(np.argmax(np.asarray(logits), -1), tokens.shape)
+  np.testing.assert_array_equal(tokens[parallel], modes[parallel])
+  probs = np.asarray(jax.nn.softmax(logits))  # [length, vocab]
+  for position in range(LENGTH):  # single steps: a draw from the softmax (order is independent of it)
+    values = tokens[~parallel[:, position], position]
+    freq = np.bincount(values, minlength=VOCAB) / len(values)
+    np.testing.assert_allclose(freq, probs[position], atol=5 * np.sqrt(0.25 / len(values)))
 
 
 def test_same_key_same_result_and_other_key_other_result():
@@ -258,7 +295,7 @@ def test_bad_option_message_lists_the_choices():
     sampler(2, order="confidence")
   with pytest.raises(ConfigError, match="fixed, per_step"):
     sampler(2, z_policy="always")
-  assert set(Z_POLICIES) == {"fixed", "per_step"}
+  assert set(Z_POLICIES) == {"fixed", "per_step", "scheduled"}
 
 
 def test_nfe_above_length_raises_config_error_at_call():

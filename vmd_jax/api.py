@@ -50,8 +50,9 @@ def evaluate(run: Run, extra: dict | None = None) -> dict:
   results.update(
     {
       "task": c.task,
-      "method": c.objective.name,
-      "dataset": c.data.name,
+      "method": c.label or c.objective.name,
+      "objective": c.objective.name,
+      "dataset": results.get("dataset", c.data.name),  # a task may name a parameterised set more precisely
       "vocab_size": run.dataset.vocab_size,
       "length": run.dataset.length,
       "block_size": c.model.block_size,

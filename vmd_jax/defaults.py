@@ -1,4 +1,4 @@
-"""The config schema every experiment starts from, and the method presets (vmd, mdm, global).
+"""The config schema every experiment starts from, and the method presets (vmd, mdm, global, vmd+).
 
 A plain schema: the fields every task shares, each documented here once, with its default. A task adds
 its own fields (vmd_jax/tasks/<task>.py, `add_defaults`); configs/<experiment>.py starts from
@@ -10,14 +10,34 @@ import ml_collections
 
 from vmd_jax.errors import ConfigError
 
-# method -> (objective, whether the model has a latent)
-METHODS = {"vmd": ("vmd", True), "mdm": ("mdm", False), "global": ("global", True)}
+# method -> (objective, whether the model has a latent, the "section.field" values it sets)
+METHODS = {
+  "vmd": ("vmd", True, {}),
+  "mdm": ("mdm", False, {}),
+  "global": ("global", True, {}),
+  # the recommended recipe (README, "VMD that never loses"): the bound of the scheduled sampler trained
+  # step by step, the denoiser reading where each step ends; it samples with one z for the steps that
+  # reveal several tokens (their argmax values) and a fresh z for those that reveal one (a drawn
+  # value), and is bounded with the encoders it trained
+  "vmd+": (
+    "stepwise",
+    True,
+    {
+      "objective.z_policy": "scheduled",
+      "model.time_input": "end",
+      "eval.z_policy": "scheduled",
+      "eval.token_rule": "argmax_parallel",
+      "eval.bound_proposal": "step",
+    },
+  ),
+}
 
 
 def _data() -> ml_collections.ConfigDict:
   """The dataset: which one, its size, seed and files (a task adds its own fields)."""
   s = ml_collections.ConfigDict()
-  # pair | pair_nonuniform | pair_corr | d1 | d2 | sequences | sudoku | sudoku_file | text8 | text_file
+  # pair | pair_nonuniform | pair_corr | d1 | d2 | markov | sequences | sudoku | sudoku_file | text8
+  # | text_file
   s.name = "d1"
   s.num_train = 100_000
   s.num_test = 10_000
@@ -48,6 +68,9 @@ def _model() -> ml_collections.ConfigDict:
   s.latent_path = "adaln"
   # block diffusion (BD3-LM): tokens per block, each block with its own t and z; 0 = one block (no blocks)
   s.block_size = 0
+  # the time of each sampler step the denoiser reads: start (t_j, as continuous-time objectives train it) |
+  # end (s_j = t_{j+1}: how far the step goes, hence how many tokens it reveals; for the stepwise objective)
+  s.time_input = "start"
   s.encoder_sees_prefix = False  # block posterior q(z_b | ...) also reads the clean blocks before b
   s.encoder_width = 64
   s.encoder_depth = 1
@@ -59,7 +82,7 @@ def _model() -> ml_collections.ConfigDict:
 def _objective() -> ml_collections.ConfigDict:
   """The training objective and the masking schedule."""
   s = ml_collections.ConfigDict()
-  s.name = "vmd"  # vmd | mdm | global
+  s.name = "vmd"  # vmd | mdm | global | stepwise
   s.schedule = "linear"  # linear | cosine | poly<K>
   s.eps = 1e-4  # alpha(1) = eps
   s.antithetic = True  # antithetic (stratified) t across the batch
@@ -67,6 +90,12 @@ def _objective() -> ml_collections.ConfigDict:
   s.kl_warmup_steps = 0  # beta rises linearly from 0 over these steps
   s.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
   s.kl_time_weight = False  # vmd: whether the KL term carries w(t) (not paid where nothing is masked)
+  # stepwise: the sampler step counts (all blocks', like eval.nfes) whose bounds it trains, T drawn uniformly
+  # from the list (list one twice to draw it twice as often); (): eval.nfes, each but the largest twice
+  s.nfes = ()
+  # stepwise: the sampler's z policy whose bound it trains: per_step | scheduled (one z, from q(z | x0),
+  # shared by the steps that reveal several tokens; a fresh one for each step that reveals one)
+  s.z_policy = "per_step"
   return s
 
 
@@ -97,10 +126,14 @@ def _eval() -> ml_collections.ConfigDict:
   s.num_samples = 20_000  # samples per NFE for accuracy and KL
   s.batch_size = 5_000
   s.order = "random"  # random | top_prob | margin
-  s.token_rule = "auto"  # auto (argmax with a latent, sample without) | argmax | sample
+  # auto (argmax with a latent, sample without) | argmax | sample | argmax_parallel (argmax at the steps
+  # that reveal several tokens, a draw at those that reveal one)
+  s.token_rule = "auto"
   s.temperature = 1.0
   s.gumbel_scale = 0.0
-  s.z_policy = "fixed"  # fixed | per_step (within a block)
+  # fixed | per_step (within a block) | scheduled (fixed at the steps that reveal several tokens, fresh
+  # at those that reveal one)
+  s.z_policy = "fixed"
   s.block_z = "fresh"  # block models: fresh (a new z_b ~ N(0, I) per block, the prior) | shared
   s.kv_cache = True  # block models: cache the keys and values of finished blocks
   s.remask_eta = 0.0  # remasking (ReMDM-style capped schedule) for every sampler; 0 = off
@@ -111,7 +144,8 @@ def _eval() -> ml_collections.ConfigDict:
   # bound_draws (t, M_t, z) draws per sequence
   s.continuous_bound = False
   s.bound_draws = 64
-  # where the bounds draw z from: posterior (the encoder, every position masked) | prior (N(0, I), no KL)
+  # where the bounds draw z from: posterior (the encoder, every position masked; per step, at the step's
+  # mask) | prior (N(0, I), no KL) | step (per step: the stepwise encoder, seeing what the step reveals)
   s.bound_proposal = "posterior"
   s.seed = 1
   return s
@@ -122,6 +156,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and the train rng
   c.task = ""  # a name in vmd_jax.tasks.REGISTRY, set by vmd_jax.tasks.base_config(<task>)
+  c.label = ""  # the run's name in tables and figures (results' "method"); "": the objective's name
   # call jax.distributed.initialize(): TPU pods, SLURM and Open MPI are detected; elsewhere set
   # VMD_COORDINATOR_ADDRESS, VMD_NUM_PROCESSES and VMD_PROCESS_ID (see vmd_jax/distributed.py)
   c.jax_distributed = False
@@ -134,11 +169,15 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-  """Set the objective and latent for a method name: vmd, mdm or global."""
+  """Set the objective, the latent and the eval sampler for a method name (METHODS)."""
   if method not in METHODS:
     raise ConfigError(f"unknown method {method!r}: choose one of {sorted(METHODS)}")
-  objective, has_latent = METHODS[method]
+  objective, has_latent, fields = METHODS[method]
+  config.label = method
   config.objective.name = objective
   if not has_latent:
     config.model.latent_dim = 0
+  for name, value in fields.items():
+    section, field = name.split(".")
+    config[section][field] = value
   return config

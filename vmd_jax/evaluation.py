@@ -89,15 +89,18 @@ def bounded_sampler(
   """The sampler that the bounds describe, and why it differs from `options` (the eval sampler).
 
   A bound is implemented for random-order samplers with sampled token values at any temperature,
-  without remasking, with z fixed per sequence (a fresh z_b per block) or fresh at every step. For
+  without remasking, with z fixed per sequence (a fresh z_b per block), fresh at every step, or
+  scheduled (fixed at the steps that reveal several tokens, fresh at the others). For
   other settings the bounds are of the nearest such sampler, and a note says what was changed: argmax
   values have no likelihood (their sampled version at temperature 1 is bounded); confidence orders,
   remasking and one z shared by all blocks have no bound here. Gumbel noise on random scores leaves
   the order uniform, so it changes nothing.
   """
   notes, changes = [], {"gumbel_scale": 0.0, "kv_cache": True}
-  if options.token_rule == "argmax":
-    notes.append("argmax token values have no likelihood: bounds of sampled values at temperature 1")
+  if options.token_rule in ("argmax", "argmax_parallel"):
+    notes.append(
+      f"{options.token_rule} token values have no likelihood: bounds of sampled values at temperature 1"
+    )
     changes.update(token_rule="sample", temperature=1.0)
   if options.order != "random":
     notes.append(f"no bound for order={options.order}: bounds of the random order")
@@ -107,7 +110,7 @@ def bounded_sampler(
     changes["remask_eta"] = 0.0
   if not has_latent:
     changes.update(z_policy="fixed", block_z="fresh")
-  elif blocks > 1 and options.block_z == "shared" and options.z_policy == "fixed":
+  elif blocks > 1 and options.block_z == "shared" and options.z_policy != "per_step":
     notes.append("no bound for block_z=shared: bounds of a fresh z_b per block")
     changes["block_z"] = "fresh"
   return options.replace(**changes), tuple(notes)
@@ -118,6 +121,8 @@ def describe_sampler(options: samplers.SamplerOptions, has_latent: bool, blocks:
   parts = ["random order", f"sampled tokens at temperature {options.temperature:g}"]
   if has_latent and options.z_policy == "per_step":
     parts.append("a fresh z at every step")
+  elif has_latent and options.z_policy == "scheduled":
+    parts.append("z fixed at the steps that reveal several tokens, fresh at the others")
   elif has_latent:
     parts.append("z fixed per block (a fresh z_b per block)" if blocks > 1 else "z fixed per sequence")
   return ", ".join(parts)
@@ -160,7 +165,7 @@ def likelihood_bounds(model, params, config, tokens: np.ndarray, key) -> dict[st
       e.bound_proposal,
       options.z_policy,
       options.temperature,
-      e.step_draws if options.z_policy == "per_step" else 1,
+      e.step_draws if options.z_policy != "fixed" else 1,
     )
 
   if e.iwae_k > 0:
@@ -214,7 +219,7 @@ def one_token_bound(
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
   batch = max(1, e.batch_size // max(e.bound_draws, e.iwae_k * e.step_draws, num_draws * e.step_draws, 1))
   # (bounded_sampler sets z_policy 'fixed' for a model without a latent)
-  step_draws = e.step_draws if options.z_policy == "per_step" and importance_weighted else 1
+  step_draws = e.step_draws if options.z_policy != "fixed" and importance_weighted else 1
 
   @jax.jit
   def bound(params, x0, k):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from vmd_jax import networks, samplers
 from vmd_jax.errors import ConfigError
 from vmd_jax.objectives import num_blocks
-from vmd_jax.schedules import Schedule
+from vmd_jax.schedules import TIME_INPUTS, Schedule
 
 # model.dtype -> the computation dtype; "auto" is bfloat16 on accelerators and float32 on CPU.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -43,6 +43,8 @@ def check_config(model_config, has_latent: bool) -> None:
     raise ConfigError(f"model.latent_path={m.latent_path!r}: choose one of {list(networks.LATENT_PATHS)}")
   if m.block_size < 0:
     raise ConfigError(f"model.block_size={m.block_size}: must be >= 0 (0: no blocks)")
+  if m.time_input not in TIME_INPUTS:
+    raise ConfigError(f"model.time_input={m.time_input!r}: choose one of {list(TIME_INPUTS)}")
   if (m.latent_dim > 0) != has_latent:
     raise ConfigError(
       f"model.latent_dim={m.latent_dim}: the objective "
@@ -79,6 +81,7 @@ def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
     latent_path=m.latent_path,
     block_size=m.block_size,
     dtype=dtype,
+    time_input=m.time_input,
   )
   encoder = None
   if m.latent_dim > 0:
@@ -98,12 +101,13 @@ def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
   return networks.VMDModel(denoiser=denoiser, encoder=encoder)
 
 
-def check_nfes(nfes, length: int, blocks: int = 1) -> None:
-  """Each evaluated NFE must be in 1..length and, for a block model, a multiple of the block count."""
+def check_nfes(nfes, length: int, blocks: int = 1, field: str = "eval.nfes") -> None:
+  """Each NFE (of the config field named) must be in 1..length and, for a block model, a multiple of
+  the block count."""
   bad = [n for n in nfes if not 1 <= n <= length or n % blocks]
   if bad:
     raise ConfigError(
-      f"eval.nfes {tuple(nfes)}: each must be in 1..{length} (the sequence length)"
+      f"{field} {tuple(nfes)}: each must be in 1..{length} (the sequence length)"
       + (f" and a multiple of the {blocks} blocks (NFE counts the steps of all blocks)" if blocks > 1 else "")
     )
 
@@ -143,7 +147,13 @@ def sampler(
   """The jitted nfe-step sampler (params, key, x_init) -> SampleResult of the model under `options`.
   For a block model with several blocks in `length` tokens it is the block sampler, with nfe / blocks
   steps per block (nfe must then be a multiple of the block count)."""
-  common = dict(mask_id=model.vocab_size, schedule=schedule, latent_dim=model.latent_dim, options=options)
+  common = dict(
+    mask_id=model.vocab_size,
+    schedule=schedule,
+    latent_dim=model.latent_dim,
+    options=options,
+    time_input=model.denoiser.time_input,
+  )
   blocks = 1 if length is None else num_blocks(model, length)
   if blocks == 1:
     return samplers.make_sampler(denoise_fn(model), nfe=nfe, **common)

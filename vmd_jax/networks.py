@@ -360,6 +360,8 @@ class Denoiser(nn.Module):
   latent_path: str = "adaln"  # how z reaches the network: one of LATENT_PATHS (Denoiser._conditioning)
   block_size: int = 0  # 0: one block, the whole sequence
   dtype: Any = jnp.float32  # computation dtype (bfloat16 for mixed precision); params and logits float32
+  # which time of a sampler step its callers pass as t (schedules.TIME_INPUTS); the network is the same
+  time_input: str = "start"
 
   @nn.compact
   def __call__(self, x_t, t, z=None, train: bool = False, context=None, cache=None, offset=0):
@@ -481,13 +483,18 @@ class PosteriorEncoder(nn.Module):
   dtype: Any = jnp.float32  # computation dtype of the blocks; the pooled head runs in float32
 
   @nn.compact
-  def __call__(self, x0: jax.Array, masked: jax.Array, train: bool = False) -> GaussianPosterior:
+  def __call__(
+    self, x0: jax.Array, masked: jax.Array, train: bool = False, hidden: jax.Array | None = None
+  ) -> GaussianPosterior:
     # x0: [batch, length] in {0..V-1}; masked: [batch, length] bool; train: whether a gradient will be
-    # taken (it picks the attention's implementation). Fields [batch, latent_dim], or [batch, blocks,
-    # latent_dim] for a block model.
+    # taken (it picks the attention's implementation); hidden: [batch, length] bool or None, positions
+    # whose token the encoder does not see (their token embedding is left out). Fields [batch,
+    # latent_dim], or [batch, blocks, latent_dim] for a block model.
     batch, length = x0.shape
     num_blocks, size = block_layout(length, self.block_size)
     h = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name="token_embed")(x0)
+    if hidden is not None:
+      h = jnp.where(hidden[..., None], jnp.zeros((), h.dtype), h)
     h = h + nn.Embed(2, self.width, dtype=self.dtype, name="mask_embed")(masked.astype(jnp.int32))
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_length, self.width))
     h = h + pos[None, :length].astype(self.dtype)
@@ -558,10 +565,12 @@ class VMDModel(nn.Module):
     `offset`, which attends to the cache before it."""
     return self.denoiser(x0_block, None, cache=cache, offset=offset)
 
-  def posterior(self, x0, masked, train: bool = False):
+  def posterior(self, x0, masked, train: bool = False, hidden=None):
     """q(z | x0, M_t) as a GaussianPosterior with [batch, latent_dim] fields ([batch, blocks,
-    latent_dim] for a block model); train as in the training step."""
-    return self.encoder(x0, masked, train)
+    latent_dim] for a block model); train as in the training step. With hidden ([batch, length]
+    bool), the encoder does not see x0 at those positions: r(z | x0 outside hidden, M_t), the
+    proposal of one sampler step that reveals masked & ~hidden (objective `stepwise`)."""
+    return self.encoder(x0, masked, train, hidden)
 
   def __call__(self, x0, masked, t):
     """Touch every submodule once (used by init)."""

@@ -4,10 +4,13 @@ Notation of the design note: x0 clean tokens [batch, length], alpha(t) the maski
 -alpha'(t) / (1 - alpha(t)), M_t the masked positions, q(z | x0, M_t) the posterior, p(z) = N(0, I).
 
 Training objectives (the loss that is optimised; see design note §2-3):
-  mdm:    w(t) * sum_{i in M_t} -log p(x0_i | x_t)
-  vmd:    w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * [w(t)] * KL(q(z | x0, M_t) || p(z))
-          (the bracketed w(t): objective.kl_time_weight; the KL is then not paid where nothing is masked)
-  global: w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z))
+  mdm:      w(t) * sum_{i in M_t} -log p(x0_i | x_t)
+  vmd:      w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * [w(t)] * KL(q(z | x0, M_t) || p(z))
+            (the bracketed w(t): objective.kl_time_weight; the KL is then not paid where nothing is masked)
+  global:   w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z))
+  stepwise: T * (E_r[sum_{i in U} -log p(x0_i | x_t, z)] + beta * KL(r(z | x0 outside M_s, M_t) || p(z)))
+            for a step j of a T-step sampler revealing U = M_t minus M_s: the bound of that sampler,
+            trained (with objective.z_policy scheduled, r = q(z | x0) shared by the parallel steps)
 The vmd loss is NOT a bound on the NLL (design note §3); the bounds below are, and only they are
 reported as likelihoods.
 
@@ -27,7 +30,7 @@ import jax.numpy as jnp
 
 from vmd_jax import networks
 from vmd_jax.errors import ConfigError
-from vmd_jax.schedules import Schedule, get_schedule, nelbo_weight, remaining_masked
+from vmd_jax.schedules import Schedule, get_schedule, masked_count, nelbo_weight, remaining_masked, step_time
 
 
 class ObjectiveSettings(NamedTuple):
@@ -40,6 +43,8 @@ class ObjectiveSettings(NamedTuple):
   kl_warmup_steps: int = 0
   free_bits: float = 0.0
   kl_time_weight: bool = False
+  nfes: tuple[int, ...] = ()  # stepwise: the sampler step counts (all blocks') it trains the bound of
+  z_policy: str = "per_step"  # stepwise: the sampler's z policy, per_step or scheduled
 
 
 def check_config(objective_config) -> None:
@@ -52,6 +57,10 @@ def check_config(objective_config) -> None:
     raise ConfigError(f"objective.eps={o.eps}: must be in [0, 1)")
   if o.beta < 0 or o.free_bits < 0 or o.kl_warmup_steps < 0:
     raise ConfigError("objective.beta, free_bits and kl_warmup_steps must be >= 0")
+  if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in o.nfes):
+    raise ConfigError(f"objective.nfes={tuple(o.nfes)}: each must be a positive integer")
+  if o.z_policy not in STEPWISE_Z_POLICIES:
+    raise ConfigError(f"objective.z_policy={o.z_policy!r}: choose one of {list(STEPWISE_Z_POLICIES)}")
 
 
 def settings_from_config(objective_config) -> ObjectiveSettings:
@@ -65,6 +74,8 @@ def settings_from_config(objective_config) -> ObjectiveSettings:
     kl_warmup_steps=o.kl_warmup_steps,
     free_bits=o.free_bits,
     kl_time_weight=o.kl_time_weight,
+    nfes=tuple(o.nfes),
+    z_policy=o.z_policy,
   )
 
 
@@ -192,7 +203,112 @@ def global_loss(model, params, batch, key, settings, step, train=True):
   return _latent_loss(model, params, batch, key, settings, step, train, encoder_sees_mask=False)
 
 
-OBJECTIVES: dict[str, Callable[..., Any]] = {"mdm": mdm_loss, "vmd": vmd_loss, "global": global_loss}
+def reveal_ranks(key: jax.Array, batch: int, blocks: int, size: int, given=None) -> jax.Array:
+  """rank[b, k, i]: the place of token i of block k in a uniformly random reveal order of that block,
+  the given positions (clues; [batch, length] bool or None) placed last: [batch, blocks, size] int32.
+  The sampler's step j reveals the tokens whose rank lies in [masked after j, masked before j)."""
+  scores = jax.random.uniform(key, (batch, blocks, size))
+  if given is not None:
+    scores = scores + 2.0 * given.reshape(batch, blocks, size)
+  return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
+
+
+# The samplers whose bound the stepwise objective trains: a fresh z at every step, or the fixed z at the
+# steps that reveal several tokens and a fresh one at the others (samplers.Z_POLICIES).
+STEPWISE_Z_POLICIES = ("per_step", "scheduled")
+
+
+class SamplerStep(NamedTuple):
+  """One step of a T-step random-order sampler per (sequence, block): T, the time the denoiser reads
+  (t = 1 - j/T, or s = 1 - (j+1)/T under the model's time_input 'end'), whether the step reveals more
+  than one token, and how many of the T steps do ([batch, blocks]); the masks before (M_t) and after
+  (M_s) the step, [batch, length] bool."""
+
+  steps: jax.Array
+  time: jax.Array
+  parallel: jax.Array
+  num_parallel: jax.Array
+  masked_t: jax.Array
+  masked_s: jax.Array
+
+
+def _random_steps(model, x0, key, settings, given) -> SamplerStep:
+  """One step of a random-order sampler per (sequence, block), drawn as the stepwise objective trains
+  it: T uniform from settings.nfes (divided by the blocks), j uniform in 0..T-1, a uniform order."""
+  batch, length = x0.shape
+  blocks, size = networks.block_layout(length, model.block_size)
+  if not settings.nfes:
+    raise ConfigError(
+      "objective.nfes is empty: the stepwise objective needs the sampler's step counts (set it, or let"
+      " vmd_jax.tasks.fit_to_data fill it in from eval.nfes, as api.train does)"
+    )
+  per_block = jnp.asarray([n // blocks for n in settings.nfes], jnp.float32)
+  nfe_key, step_key, order_key = jax.random.split(key, 3)
+  steps = per_block[jax.random.randint(nfe_key, (batch, blocks), 0, len(settings.nfes))]
+  j = jnp.floor(jax.random.uniform(step_key, (batch, blocks)) * steps)  # [batch, blocks]
+  free = jnp.full((batch, blocks), size, jnp.int32)
+  if given is not None:
+    free = free - jnp.sum(given.reshape(batch, blocks, size), axis=-1, dtype=jnp.int32)
+
+  def count(jj):  # masks left before step jj of T (T and jj broadcast)
+    return masked_count(settings.schedule, free[..., None], 1.0 - jj / steps[..., None])
+
+  every = jnp.arange(max(settings.nfes) // blocks, dtype=jnp.float32)  # [steps of the largest T]
+  parallel_steps = (count(every) - count(every + 1) > 1) & (every < steps[..., None])
+  before, after = count(j[..., None]), count(j[..., None] + 1)  # [batch, blocks, 1]
+  rank = reveal_ranks(order_key, batch, blocks, size, given)
+  return SamplerStep(
+    steps=steps,
+    time=step_time(j, steps, model.denoiser.time_input),
+    parallel=(before - after > 1)[..., 0],
+    num_parallel=jnp.sum(parallel_steps, axis=-1),
+    masked_t=(rank < before).reshape(batch, length),
+    masked_s=(rank < after).reshape(batch, length),
+  )
+
+
+def stepwise_loss(model, params, batch, key, settings, step, train=True):
+  """The bound of the sampler one runs, trained one step at a time (design note §7): for T from
+  objective.nfes and a step j of the T-step random-order sampler, which reveals U = M_t minus M_s
+  from x_t at t = 1 - j/T, T times the step's share of the bound:
+  - a step with a fresh z (every step under z_policy per_step; the steps that reveal one token under
+    scheduled): E_r[sum_{i in U} -log p(x0_i | x_t, z)] + beta * KL(r || p(z)), r = r(z | x0 outside
+    M_s, M_t) an encoder that sees the tokens visible after the step, not those still masked;
+  - a step with the fixed z (scheduled: the P steps of T that reveal several tokens):
+    E_q[sum_{i in U} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z)) / P, q the encoder at the
+    full mask, whose one KL the P steps share.
+  With beta = 1 and no free bits it is an unbiased estimate of the T-step bound of that sampler
+  (`trajectory_log_weights` with proposal `step`), averaged over the T in objective.nfes; every block
+  takes its own T and j.
+  """
+  step_key, z_key, drop_key = jax.random.split(key, 3)
+  x0 = batch["tokens"]
+  s = _random_steps(model, x0, step_key, settings, batch.get("given"))
+  blocks = s.steps.shape[1]
+  fixed = s.parallel if settings.z_policy == "scheduled" else jnp.zeros_like(s.parallel)  # [batch, blocks]
+  fixed_tokens = jnp.repeat(fixed, x0.shape[1] // blocks, axis=1)  # [batch, length]
+  # the fixed z's q is the encoder at the full mask that sees every token; a fresh z's r the step's
+  encoder_masked = s.masked_t | fixed_tokens
+  encoder_hidden = s.masked_s & ~fixed_tokens
+  posterior = model.apply(params, x0, encoder_masked, train, encoder_hidden, method="posterior")
+  z = networks.sample_gaussian(posterior, z_key)
+  x_t = jnp.where(s.masked_t, model.vocab_size, x0)
+  logits = _denoise(model, params, x_t, s.time if blocks > 1 else s.time[:, 0], z, drop_key, train, x0)
+  recon = masked_cross_entropy(logits, x0, s.masked_t & ~s.masked_s, blocks).reshape(s.steps.shape)
+  kl_dims = networks.per_block(networks.kl_to_prior(posterior), 2)  # [batch, blocks, latent_dim]
+  kl_share = jnp.where(fixed, 1.0 / jnp.maximum(s.num_parallel, 1), 1.0)  # [batch, blocks]
+  kl_term = kl_share * free_bits_kl(kl_dims, settings.free_bits)
+  loss = jnp.sum(s.steps * (recon + kl_weight(settings, step) * kl_term), axis=-1)
+  kl = jnp.sum(s.steps * kl_share * jnp.sum(kl_dims, -1), -1)
+  return loss, {"recon": jnp.sum(s.steps * recon, axis=-1), "kl": kl}
+
+
+OBJECTIVES: dict[str, Callable[..., Any]] = {
+  "mdm": mdm_loss,
+  "vmd": vmd_loss,
+  "global": global_loss,
+  "stepwise": stepwise_loss,
+}
 
 
 def needs_latent(name: str) -> bool:
@@ -228,14 +344,14 @@ def global_posterior(model, params, x0):
   return model.apply(params, x0, jnp.ones(x0.shape, bool), method="posterior")
 
 
-PROPOSALS = ("posterior", "prior")
+PROPOSALS = ("posterior", "prior", "step")
 
 
 def bound_proposal(model, params, x0, proposal: str = "posterior") -> networks.GaussianPosterior:
   """The distribution q(z | x0) that a bound draws z from: the encoder's `global_posterior`, or the
   prior N(0, I) itself (then the KL is zero and the bound is that of the sampler's own z ~ p(z)). Any
   q gives a valid bound; they differ in tightness."""
-  if proposal == "posterior":
+  if proposal in ("posterior", "step"):  # a one-step sampler's step sees every token: the same r
     return global_posterior(model, params, x0)
   if proposal == "prior":  # the encoder's output shape, without running the encoder
     blocks = (num_blocks(model, x0.shape[1]),) if model.block_size else ()
@@ -272,14 +388,17 @@ def nelbo_draws(
   return jax.lax.map(one_draw, jax.random.split(key, num_draws))
 
 
-Z_POLICIES = ("fixed", "per_step")
+Z_POLICIES = ("fixed", "per_step", "scheduled")
 
 
-def _step_proposal(model, params, x0, masked, proposal: str) -> networks.GaussianPosterior:
-  """r(z | x0, M) of one step of the per-step bound: the training posterior q(z | x0, M_t) with the
-  step's masked set M (`posterior`), or the prior N(0, I) (`prior`)."""
+def _step_proposal(model, params, x0, masked, still_masked, proposal: str) -> networks.GaussianPosterior:
+  """r(z | .) of one step of the per-step bound, which reveals masked & ~still_masked: the training
+  posterior q(z | x0, M_t) with the step's masked set M_t (`posterior`), the prior N(0, I) (`prior`),
+  or the stepwise objective's encoder, blind to the tokens still masked after the step (`step`)."""
   if proposal == "posterior":
     return model.apply(params, x0, masked, method="posterior")
+  if proposal == "step":
+    return model.apply(params, x0, masked, False, still_masked, method="posterior")
   return bound_proposal(model, params, x0, "prior")
 
 
@@ -306,15 +425,23 @@ def trajectory_log_weights(
 
   The path is that of `samplers.make_sampler` with order 'random' and sampled token values at
   `temperature`: a uniformly random order, cut into the per-step counts of `remaining_masked`, step j
-  at t_j = 1 - j/nfe. Since the path's distribution does not depend on x0, it cancels from the weight.
+  at t_j = 1 - j/nfe (the denoiser reads t_j, or t_{j+1} under the model's time_input 'end'). Since
+  the path's distribution does not depend on x0, it cancels from the weight.
   - z_policy 'fixed' (one z per sequence, or per block): z ~ q(z | x0) and
     log w = sum_steps sum_{i revealed} log p(x0_i | x_t, z) + log p(z) - log q(z | x0).
   - z_policy 'per_step' (a fresh z ~ N(0, I) at every step): at each step, step_draws draws
     z_k ~ r(z | x0, M_{t_j}) and log w adds log (1/K sum_k p(x0_U | x_t, z_k) p(z_k) / r(z_k)), U the
     step's revealed set. For every K, exp of it is unbiased for the step's p(x0_U | x_t), so -log w is
     a valid bound (the per-step bound of the design note, one KL per step, at K = 1).
+  - z_policy 'scheduled' (the fixed z at steps that reveal several tokens, a fresh one at the others,
+    as `samplers` draws them): the per-step terms at the steps that reveal one token, and for the
+    others step_draws draws z_k ~ q(z | x0), each weighted by p(z_k) / q(z_k) times the likelihood
+    of every such step given z_k, averaged at the end (nothing where no step uses z). The factors
+    are independent and each unbiased for its part, so -log w is again a valid bound.
   proposal picks q or r: `posterior` (fixed: the encoder at the full mask; per step: the training
-  posterior at the step's mask) or `prior`. Either way E[w] = p(x0) and -E[log w] >= -log p(x0): the
+  posterior at the step's mask), `prior`, or `step` (per step: the stepwise objective's encoder, which
+  sees the tokens the step reveals and not those it leaves masked; z fixed: as `posterior`). Either
+  way E[w] = p(x0) and -E[log w] >= -log p(x0): the
   finite-step bound (b) of the design note for that sampler; with nfe = the block's length (one
   token a step) it is the any-order form. For a block model, nfe counts the steps of each block,
   every block follows its own path with its own z_b against the clean blocks before it, and all
@@ -332,34 +459,64 @@ def trajectory_log_weights(
   order_key, z_key = jax.random.split(key)
   log_w, z = jnp.zeros((batch, blocks)), None
   latent = model.latent_dim > 0
-  if latent and z_policy == "fixed":
+  counts = remaining_masked(schedule, jnp.full((batch,), size), nfe)  # [nfe + 1, batch], alike for every row
+  parallel = counts[:-1, 0] - counts[1:, 0] > 1  # [nfe]: the steps that reveal several tokens of a block
+  # the shared z (z_policy fixed, or the parallel steps of scheduled): K draws from q, whose weights
+  # accumulate over the steps that use it and are averaged at the end (K = 1 for fixed)
+  shared = jnp.zeros((1, batch, blocks))
+  draws_shared = step_draws if z_policy == "scheduled" else 1
+  if latent and z_policy != "per_step":
     posterior = bound_proposal(model, params, x0, proposal)
-    z = networks.sample_gaussian(posterior, z_key)
-    log_w = networks.prior_log_prob(z) - networks.gaussian_log_prob(posterior, z)
-    log_w = log_w.reshape(batch, blocks)
-  # rank[b, k, i]: the place of token i of block k in a uniformly random order of that block
-  rank = jnp.argsort(jax.random.uniform(order_key, (batch, blocks, size)), axis=-1).argsort(axis=-1)
-  still_masked = remaining_masked(schedule, jnp.full((batch,), size), nfe)[:, :, None, None]
+    keys = (
+      z_key[None] if draws_shared == 1 else jax.random.split(jax.random.fold_in(z_key, nfe), draws_shared)
+    )
+    z = jax.vmap(lambda k: networks.sample_gaussian(posterior, k))(keys)  # [K, batch, (blocks,) d]
 
-  def step(j, log_w):
+    def weight(z_k):  # log p(z_k) - log q(z_k | x0)
+      return networks.prior_log_prob(z_k) - networks.gaussian_log_prob(posterior, z_k)
+
+    shared = jax.vmap(weight)(z)
+    shared = shared.reshape(draws_shared, batch, blocks)
+    if z_policy == "scheduled":  # a z that no step uses is not paid for
+      shared = jnp.where(jnp.any(parallel), shared, 0.0)
+  rank = reveal_ranks(order_key, batch, blocks, size)
+  still_masked = counts[:, :, None, None]
+
+  def step(j, carry):
+    log_w, shared = carry  # [batch, blocks] of the fresh z's and the unlatent terms; [K, batch, blocks]
     masked = rank < still_masked[j]  # the first `still_masked` tokens of each block's order
     revealed = (masked & ~(rank < still_masked[j + 1])).reshape(batch, length)
     masked = masked.reshape(batch, length)
-    t = jnp.full((batch, blocks) if blocks > 1 else (batch,), 1.0 - j / nfe)
+    t = jnp.full((batch, blocks) if blocks > 1 else (batch,), step_time(j, nfe, model.denoiser.time_input))
     x_t = jnp.where(masked, model.vocab_size, x0)
-    if not latent or z_policy == "fixed":
-      return log_w + _revealed_log_lik(model, params, x_t, t, z, x0, revealed, blocks, temperature)
-    r = _step_proposal(model, params, x0, masked, proposal)
 
-    def one_draw(k):
-      z_k = networks.sample_gaussian(r, k)
-      correction = (networks.prior_log_prob(z_k) - networks.gaussian_log_prob(r, z_k)).reshape(batch, blocks)
-      return _revealed_log_lik(model, params, x_t, t, z_k, x0, revealed, blocks, temperature) + correction
+    def lik(z_k):
+      return _revealed_log_lik(model, params, x_t, t, z_k, x0, revealed, blocks, temperature)
 
-    draws = jax.vmap(one_draw)(jax.random.split(jax.random.fold_in(z_key, j), step_draws))
-    return log_w + jax.nn.logsumexp(draws, axis=0) - math.log(step_draws)
+    def with_shared_z():
+      return log_w, shared + jax.vmap(lik)(z)
 
-  log_w = jax.lax.fori_loop(0, nfe, step, log_w)
+    def with_fresh_z():
+      r = _step_proposal(model, params, x0, masked, masked & ~revealed, proposal)
+
+      def one_draw(k):
+        z_k = networks.sample_gaussian(r, k)
+        correction = networks.prior_log_prob(z_k) - networks.gaussian_log_prob(r, z_k)
+        return lik(z_k) + correction.reshape(batch, blocks)
+
+      draws = jax.vmap(one_draw)(jax.random.split(jax.random.fold_in(z_key, j), step_draws))
+      return log_w + jax.nn.logsumexp(draws, axis=0) - math.log(step_draws), shared
+
+    if not latent:
+      return log_w + lik(None), shared
+    if z_policy == "fixed":
+      return with_shared_z()
+    if z_policy == "per_step":
+      return with_fresh_z()
+    return jax.lax.cond(parallel[j], with_shared_z, with_fresh_z)
+
+  log_w, shared = jax.lax.fori_loop(0, nfe, step, (jnp.zeros((batch, blocks)), shared))
+  log_w = log_w + jax.nn.logsumexp(shared, axis=0) - math.log(shared.shape[0])
   return log_w if per_block else jnp.sum(log_w, axis=-1)
 
 

@@ -1,4 +1,5 @@
-"""Tables from results.json files: `python -m vmd_jax.report DIR [DIR ...]` prints markdown tables.
+"""Tables from results.json files: `python -m vmd_jax.report [--figures=OUT] DIR [DIR ...]` prints
+markdown tables (and draws each task's figures into OUT).
 
 Each DIR is a run's workdir (holding results.json) or a compare workdir (whose runs are its
 subdirectories). The runs are grouped by the task their results name, and each task prints its own
@@ -39,15 +40,22 @@ def load(directories: list[str]) -> dict[str, tuple[dict, str]]:
   return runs
 
 
-def main(directories: list[str]) -> str:
-  """The tables of the runs in directories, a group per task in the order the runs come."""
+def main(directories: list[str], figures: str | None = None) -> str:
+  """The tables of the runs in directories, a group per task in the order the runs come; with
+  figures, each task's figures are drawn into that directory too."""
   by_task: dict[str, dict] = {}
   for name, (results, directory) in load(directories).items():
     if "task" not in results:
       raise ValueError(f"{directory}/results.json names no task: evaluate it again with --mode=eval")
     by_task.setdefault(results["task"], {})[name] = (results, directory)
+  if figures:
+    os.makedirs(figures, exist_ok=True)
+    for task, runs in by_task.items():
+      tasks.get(task).figures(runs, figures)
   return "\n\n".join(tasks.get(task).table(runs) for task, runs in by_task.items())
 
 
 if __name__ == "__main__":
-  print(main(sys.argv[1:]))
+  args = sys.argv[1:]
+  out = next((a.split("=", 1)[1] for a in args if a.startswith("--figures=")), None)
+  print(main([a for a in args if not a.startswith("--figures=")], out))

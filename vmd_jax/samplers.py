@@ -8,8 +8,11 @@ revealed, as many as the schedule says stop being masked between t_j and t_{j+1}
 and 'margin' reveal the positions where the denoiser is most confident first.
 
 For VMD the denoiser is conditioned on z ~ N(0, I), drawn once per sequence ('fixed', as the VMD
-paper samples) or anew at every step ('per_step', as VADD does); for the MDM latent_dim = 0 and the
-denoiser gets z = None.
+paper samples), anew at every step ('per_step', as VADD does), or 'scheduled': the fixed z at the
+steps where the schedule reveals several tokens of a row (parallel steps), a fresh one at the steps
+that reveal one; for the MDM latent_dim = 0 and the denoiser gets z = None. Token values are the
+denoiser's argmax, a draw at the temperature, or 'argmax_parallel': the argmax at parallel steps and a
+draw at the others.
 
 Remasking (remask_eta > 0, in the manner of ReMDM's capped schedule): at step j a share
 sigma_j = min(eta, (1 - alpha(t_{j+1})) / alpha(t_j)) of the tokens the sampler has revealed so far,
@@ -28,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from vmd_jax.errors import ConfigError
-from vmd_jax.schedules import Schedule, remaining_masked
+from vmd_jax.schedules import TIME_INPUTS, Schedule, remaining_masked, step_time
 
 # denoise_fn(params, x_t [batch, length] int32, t [batch] float32, z [batch, d] or None)
 #   -> logits [batch, length, vocab] float32
@@ -60,26 +63,42 @@ def _margin_score(logits: jax.Array, key: jax.Array) -> jax.Array:
   return top2[..., 0] - top2[..., 1]
 
 
-def _argmax_tokens(logits: jax.Array, key: jax.Array, temperature: float) -> jax.Array:
+def _argmax_tokens(logits: jax.Array, key: jax.Array, temperature: float, parallel: jax.Array) -> jax.Array:
   """The mode of p_theta(x_0 | x_t) at every position (the temperature does not change it)."""
-  del key, temperature
+  del key, temperature, parallel
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [batch, length]
 
 
-def _sample_tokens(logits: jax.Array, key: jax.Array, temperature: float) -> jax.Array:
+def _sample_tokens(logits: jax.Array, key: jax.Array, temperature: float, parallel: jax.Array) -> jax.Array:
   """A draw from softmax(logits / temperature) at every position."""
+  del parallel
   return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)  # [batch, length]
 
 
-def _fixed_z_key(key: jax.Array, step: jax.Array) -> jax.Array:
-  """The same key at every step, so one z per sequence for the whole trajectory."""
-  del step
-  return key
+def _argmax_parallel_tokens(logits, key, temperature, parallel):
+  """The mode given z in a row whose step reveals several tokens (z's joint choice), a draw at
+  temperature where it reveals one (its value then needs no agreement with others)."""
+  sampled = _sample_tokens(logits, key, temperature, parallel)
+  return jnp.where(parallel[:, None], _argmax_tokens(logits, key, temperature, parallel), sampled)
 
 
-def _per_step_z_key(key: jax.Array, step: jax.Array) -> jax.Array:
-  """A fresh key per step, so a new z ~ N(0, I) at every denoiser call."""
-  return jax.random.fold_in(key, step)
+def _fixed_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) -> jax.Array:
+  """The same z at every step: one z per sequence for the whole trajectory."""
+  del step, parallel
+  return jax.random.normal(key, shape)
+
+
+def _per_step_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) -> jax.Array:
+  """A fresh z ~ N(0, I) at every denoiser call."""
+  del parallel
+  return jax.random.normal(jax.random.fold_in(key, step), shape)
+
+
+def _scheduled_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) -> jax.Array:
+  """The sequence's fixed z in a row whose step reveals several tokens, a fresh one where it reveals
+  one: z ties together the tokens revealed at once, and a lone token needs no partner."""
+  fixed, fresh = _fixed_z(key, step, parallel, shape), _per_step_z(key, step, parallel, shape)
+  return jnp.where(parallel[:, None], fixed, fresh)
 
 
 # score(logits [batch, length, vocab], key) -> [batch, length]; higher is revealed first.
@@ -88,15 +107,18 @@ ORDERS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
   "top_prob": _top_prob_score,
   "margin": _margin_score,
 }
-# tokens(logits [batch, length, vocab], key, temperature) -> candidate x_0 [batch, length] int32.
-TOKEN_RULES: dict[str, Callable[[jax.Array, jax.Array, float], jax.Array]] = {
+# tokens(logits [batch, length, vocab], key, temperature, parallel [batch] bool: the row's step reveals
+# more than one token) -> candidate x_0 [batch, length] int32.
+TOKEN_RULES: dict[str, Callable[..., jax.Array]] = {
   "argmax": _argmax_tokens,
   "sample": _sample_tokens,
+  "argmax_parallel": _argmax_parallel_tokens,
 }
-# z_key(key, step) -> the key that step's z is drawn from.
-Z_POLICIES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-  "fixed": _fixed_z_key,
-  "per_step": _per_step_z_key,
+# z(key, step, parallel [batch] bool, shape [batch, latent_dim]) -> that step's z.
+Z_POLICIES: dict[str, Callable[..., jax.Array]] = {
+  "fixed": _fixed_z,
+  "per_step": _per_step_z,
+  "scheduled": _scheduled_z,
 }
 
 
@@ -109,10 +131,11 @@ class SamplerOptions:
 
   order: which masked positions are revealed first (a name in ORDERS); token_rule: how a revealed
   position's value is chosen (TOKEN_RULES); temperature: of the sampled values; gumbel_scale: Gumbel
-  noise added to the order's scores; z_policy: one z per sequence or block ('fixed') or one per step
-  ('per_step'); remask_eta: remasking share cap, 0 = off; block_z (block models): a fresh z_b ~ N(0, I)
-  per block or one shared z; kv_cache (block models): cache the keys and values of finished blocks.
-  Raises ConfigError, naming the option, for an unknown name or a number out of range.
+  noise added to the order's scores; z_policy: one z per sequence or block ('fixed'), one per step
+  ('per_step'), or the fixed z at parallel steps and a fresh one elsewhere ('scheduled'); remask_eta:
+  remasking share cap, 0 = off; block_z (block models): a fresh z_b ~ N(0, I) per block or one shared
+  z; kv_cache (block models): cache the keys and values of finished blocks. Raises ConfigError,
+  naming the option, for an unknown name or a number out of range.
   """
 
   order: str = "random"
@@ -204,34 +227,40 @@ class _Steps(NamedTuple):
   mask_id: int
   schedule: Schedule
   score_fn: Callable[[jax.Array, jax.Array], jax.Array]
-  token_fn: Callable[[jax.Array, jax.Array, float], jax.Array]
-  z_key_fn: Callable[[jax.Array, jax.Array], jax.Array]
+  token_fn: Callable[..., jax.Array]
+  z_fn: Callable[..., jax.Array]
   latent_dim: int
   options: SamplerOptions
+  time_input: str
 
 
-def _steps(nfe: int, mask_id: int, schedule: Schedule, latent_dim: int, options: SamplerOptions) -> _Steps:
+def _steps(
+  nfe: int, mask_id: int, schedule: Schedule, latent_dim: int, options: SamplerOptions, time_input: str
+) -> _Steps:
   """Resolve the options' names to their functions (ConfigError for nfe or latent_dim out of range)."""
   if nfe < 1:
     raise ConfigError(f"nfe must be at least 1, got {nfe}")
   if latent_dim < 0:
     raise ConfigError(f"latent_dim must be non-negative, got {latent_dim}")
+  if time_input not in TIME_INPUTS:
+    raise ConfigError(f"time_input={time_input!r}: choose one of {', '.join(TIME_INPUTS)}")
   return _Steps(
     nfe=nfe,
     mask_id=mask_id,
     schedule=schedule,
     score_fn=ORDERS[options.order],
     token_fn=TOKEN_RULES[options.token_rule],
-    z_key_fn=Z_POLICIES[options.z_policy],
+    z_fn=Z_POLICIES[options.z_policy],
     latent_dim=latent_dim,
     options=options,
+    time_input=time_input,
   )
 
 
 def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0):
   """Run opts.nfe reveal steps on x_init [batch, n]: logits_fn(x, t [batch], z) -> [batch, n, vocab].
 
-  z is drawn from z_key (under opts.z_key_fn), everything else from loop_key. Returns (tokens,
+  z is drawn from z_key (under opts.z_fn), everything else from loop_key. Returns (tokens,
   reveal_step) [batch, n]; reveal steps are numbered from first_step.
   """
   batch = x_init.shape[0]
@@ -243,13 +272,14 @@ def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0)
   def step(j, carry):
     x, reveal_step = carry
     keys = jax.random.split(jax.random.fold_in(loop_key, j), 4)
+    parallel = remaining[j] - remaining[j + 1] > 1  # [batch]: the schedule reveals several tokens
     z = None
     if opts.latent_dim > 0:
       # the step counted over the whole run, so that per-step z's differ between blocks (block_z shared)
-      z = jax.random.normal(opts.z_key_fn(z_key, first_step + j), (batch, opts.latent_dim))
-    t = jnp.full((batch,), 1.0 - j / opts.nfe, jnp.float32)
+      z = opts.z_fn(z_key, first_step + j, parallel, (batch, opts.latent_dim))
+    t = jnp.full((batch,), step_time(j, opts.nfe, opts.time_input), jnp.float32)
     logits = logits_fn(x, t, z)  # [batch, n, vocab]
-    candidates = opts.token_fn(logits, keys[0], o.temperature)  # [batch, n]
+    candidates = opts.token_fn(logits, keys[0], o.temperature, parallel)  # [batch, n]
     score = opts.score_fn(logits, keys[1])  # [batch, n]
     if o.gumbel_scale > 0:
       score = score + o.gumbel_scale * jax.random.gumbel(keys[2], score.shape)
@@ -277,17 +307,19 @@ def make_sampler(
   schedule: Schedule,
   latent_dim: int = 0,
   options: SamplerOptions = SamplerOptions(),
+  time_input: str = "start",
 ) -> Callable[[Any, jax.Array, jax.Array], SampleResult]:
   """A jitted sampler (params, key, x_init [batch, length] int32) -> SampleResult.
 
   x_init has mask_id at the positions to generate and given tokens (clues, prompts) elsewhere, which
-  are kept. The sampler makes exactly nfe denoiser calls, at t_j = 1 - j/nfe for j = 0..nfe-1, and
+  are kept. The sampler makes exactly nfe denoiser calls, at t_j = 1 - j/nfe for j = 0..nfe-1 (or at
+  the step's end 1 - (j+1)/nfe with time_input 'end', for a denoiser trained so), and
   after step j leaves remaining_masked(schedule, m, nfe)[j + 1] positions of a row masked, where m is
   the row's initial number of masks. latent_dim > 0 gives the denoiser a z ~ N(0, I) of that size;
   `options` (SamplerOptions) picks the order, token rule, z policy and remasking (module docstring).
   Raises ConfigError for nfe < 1 or (at the first call) nfe > length.
   """
-  opts = _steps(nfe, mask_id, schedule, latent_dim, options)
+  opts = _steps(nfe, mask_id, schedule, latent_dim, options, time_input)
 
   @jax.jit
   def sample(params: Any, key: jax.Array, x_init: jax.Array) -> SampleResult:
@@ -344,6 +376,7 @@ def make_block_sampler(
   schedule: Schedule,
   latent_dim: int = 0,
   options: SamplerOptions = SamplerOptions(),
+  time_input: str = "start",
 ) -> Callable[[Any, jax.Array, jax.Array], SampleResult]:
   """A jitted block sampler (params, key, x_init [batch, L]) -> SampleResult, L a multiple of block_size.
 
@@ -351,12 +384,13 @@ def make_block_sampler(
   options) against the clean blocks before it, then becomes clean itself. Given tokens of x_init (a
   prompt, anywhere) are kept. options.block_z: 'fresh' draws an independent z_b ~ N(0, I) for every
   block (the model's prior), 'shared' uses one z for all blocks; with options.z_policy 'per_step'
-  every step of every block draws its own z, whatever block_z says. options.kv_cache: keep the keys
-  and values of finished blocks (each block's clean tokens pass through the network once); otherwise
-  every denoiser call runs the whole sequence (same logits, for reference and benchmarks). reveal_step
-  counts steps over the whole run (block b's steps are b * nfe_per_block + j).
+  every step of every block draws its own z, whatever block_z says (with 'scheduled', the steps that
+  reveal one token do). options.kv_cache: keep the keys and values of finished blocks (each block's
+  clean tokens pass through the network once); otherwise every denoiser call runs the whole sequence
+  (same logits, for reference and benchmarks). reveal_step counts steps over the whole run (block b's
+  steps are b * nfe_per_block + j).
   """
-  opts = _steps(nfe_per_block, mask_id, schedule, latent_dim, options)
+  opts = _steps(nfe_per_block, mask_id, schedule, latent_dim, options, time_input)
   block_z, cached = options.block_z, options.kv_cache
   if block_size < 1 or nfe_per_block > block_size:
     raise ConfigError(f"need 1 <= nfe per block ({nfe_per_block}) <= block size ({block_size})")

@@ -75,15 +75,34 @@ def nelbo_weight(schedule: Schedule, t: jax.Array) -> jax.Array:
   return -schedule.dalpha(t) / schedule.one_minus_alpha(t)
 
 
+# Which time of a sampler step the denoiser reads: where the step starts (t_j = 1 - j/nfe; continuous-time
+# training sees only such times) or where it ends (s_j = 1 - (j+1)/nfe, which tells the denoiser how many
+# tokens the step reveals; the stepwise objective can train it).
+TIME_INPUTS = ("start", "end")
+
+
+def step_time(j, nfe, time_input: str = "start"):
+  """The time the denoiser reads at step j (0-based) of an nfe-step sampler: 1 - j/nfe ('start') or
+  1 - (j+1)/nfe ('end'); j and nfe may be arrays (elementwise)."""
+  return 1.0 - (j + (1.0 if time_input == "end" else 0.0)) / nfe
+
+
+def masked_count(schedule: Schedule, num_masked: jax.Array, s: jax.Array) -> jax.Array:
+  """How many of num_masked tokens (masked at t = 1) the sampler leaves masked at time s: the expected
+  share (1 - alpha(s)) / (1 - alpha(1)), exactly 1 at s = 1 and 0 at s = 0, times num_masked, rounded.
+  Elementwise over broadcast num_masked and s; int32."""
+  share = (1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(jnp.ones(())))
+  share = jnp.where(s >= 1.0, 1.0, jnp.where(s <= 0.0, 0.0, share))
+  # Round half up with a margin, so that jit and eager agree where float error lands near .5.
+  return jnp.floor(share * num_masked + 0.5 + 1e-5).astype(jnp.int32)
+
+
 def remaining_masked(schedule: Schedule, num_masked: jax.Array, nfe: int) -> jax.Array:
   """How many of num_masked tokens are still masked after each of nfe sampling steps.
 
-  Step j (1..nfe) goes from t = 1 - (j-1)/nfe to s = 1 - j/nfe; the expected masked share at s is
-  (1 - alpha(s)) / (1 - alpha(1)), rounded here so that every step reveals a fixed count.
+  Step j (1..nfe) goes from t = 1 - (j-1)/nfe to s = 1 - j/nfe, and leaves `masked_count` tokens
+  masked, so that every step reveals a fixed count.
   num_masked: [batch] int. Returns [nfe + 1, batch] int, from num_masked down to 0.
   """
   s = 1.0 - jnp.arange(nfe + 1) / nfe  # [nfe + 1], from 1 to 0
-  share = (1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(jnp.ones(())))
-  share = share.at[0].set(1.0).at[-1].set(0.0)
-  # Round half up with a margin, so that jit and eager agree where float error lands near .5.
-  return jnp.floor(share[:, None] * num_masked[None, :] + 0.5 + 1e-5).astype(jnp.int32)
+  return masked_count(schedule, num_masked[None, :], s[:, None])

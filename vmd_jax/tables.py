@@ -26,15 +26,48 @@ def nfe_order(key: str) -> tuple[str, int]:
   return head, int("".join(c for c in tail if c.isdigit()) or 0)
 
 
-def run_table(results: dict[str, dict], columns: list[str], headers: list[str]) -> str:
-  """A row per run: dataset (with its block size), method and steps, then the columns' cells."""
-  lines = ["| dataset | method | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(columns))]
+def seed_groups(results: dict[str, dict]) -> dict[tuple, list[dict]]:
+  """The runs grouped by (dataset, block size, method, steps), in the order they come: runs that
+  differ only in their seed share a group."""
+  groups: dict[tuple, list[dict]] = {}
   for result in results.values():
-    dataset = result.get("dataset", "?")
-    if result.get("block_size"):
-      dataset += f", block {result['block_size']}"
-    cells = [dataset, result.get("method", "?"), str(result.get("steps", "?"))]
-    lines.append("| " + " | ".join(cells + [cell(result, c) for c in columns]) + " |")
+    key = (
+      result.get("dataset", "?"),
+      result.get("block_size", 0),
+      result.get("method", "?"),
+      result.get("steps", "?"),
+    )
+    groups.setdefault(key, []).append(result)
+  return groups
+
+
+def seed_cell(group: list[dict], column: str) -> str:
+  """One run's `cell`, or for several seeds the mean over them ± their standard deviation (the value
+  alone where every seed has the same, like a set's entropy)."""
+  values = [r[column] for r in group if column in r]
+  if len(group) == 1 or not values:
+    return cell(group[0], column)
+  digits = 1 if column.startswith("acc") else 3
+  mean = sum(values) / len(values)
+  if all(v == values[0] for v in values):
+    return f"{mean:.{digits}f}"
+  spread = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+  return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def run_table(results: dict[str, dict], columns: list[str], headers: list[str]) -> str:
+  """A row per run: dataset (with its block size), method and steps, then the columns' cells. Runs
+  that differ only in their seed share a row (`seed_groups`), with a `seeds` column: the mean over
+  the seeds ± their standard deviation."""
+  groups = seed_groups(results)
+  several = any(len(group) > 1 for group in groups.values())
+  head = ["dataset", "method", "steps"] + (["seeds"] if several else [])
+  lines = ["| " + " | ".join(head + headers) + " |", "|" + "---|" * (len(head) + len(columns))]
+  for (dataset, block_size, method, steps), group in groups.items():
+    if block_size:
+      dataset += f", block {block_size}"
+    cells = [dataset, method, str(steps)] + ([str(len(group))] if several else [])
+    lines.append("| " + " | ".join(cells + [seed_cell(group, c) for c in columns]) + " |")
   return "\n".join(lines)
 
 
@@ -45,9 +78,18 @@ def likelihood_table(results: dict[str, dict]) -> str:
   columns = bounds + [k for k in ("entropy_bits_per_token", "loss") if k in present]
   headers = [c.replace("_bits_per_token", "") for c in columns]
   headers[-1] = "loss (nats/token, not a bound)" if columns and columns[-1] == "loss" else headers[-1]
+  several = [group for group in seed_groups(results).values() if len(group) > 1]
+  note = ""
+  if several:
+    largest = max(r.get(c + "_se", 0.0) for group in several for r in group for c in bounds)
+    note = (
+      "\n\nRows over several seeds: the mean ± the standard deviation over the seeds (the largest"
+      f" standard error of one run's bound in those rows: {largest:.3f})"
+    )
   return (
     "Likelihood: upper bounds on NLL in bits per token ± standard error\n\n"
     + run_table(results, columns, headers)
+    + note
     + bound_legend(results)
   )
 
@@ -62,7 +104,9 @@ def bound_legend(results: dict[str, dict]) -> str:
       dataset = result.get("dataset", "?") + (
         f" (block {result['block_size']})" if result.get("block_size") else ""
       )
-      groups.setdefault(text, []).append(f"{dataset} {result.get('method', '?')}")
+      name = f"{dataset} {result.get('method', '?')}"
+      if name not in groups.setdefault(text, []):  # one name for the seeds of a row
+        groups[text].append(name)
   if not groups:
     return ""
   lines = [f"- {', '.join(runs)}: {text}" for text, runs in groups.items()]

@@ -7,6 +7,7 @@ the data (lengths, NFEs) or the devices (batch against device count) happen once
 """
 
 from vmd_jax import evaluation, model, objectives, tasks, trainer
+from vmd_jax.errors import ConfigError
 
 
 def validate(config) -> None:
@@ -15,6 +16,10 @@ def validate(config) -> None:
   objectives.check_config(config.objective)
   has_latent = objectives.needs_latent(config.objective.name)
   model.check_config(config.model, has_latent)
+  if config.model.time_input == "end" and config.objective.name != "stepwise":
+    raise ConfigError(
+      "model.time_input='end': only the stepwise objective trains a denoiser on the time a step ends to"
+    )
   trainer.check_config(config.train)
   evaluation.check_config(config.eval, has_latent)
   task.check_config(config)

@@ -5,6 +5,7 @@ known exactly, so evaluation can compare samples against the true support and pr
 """
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -77,12 +78,51 @@ def _d2() -> Distribution:
   return _from_table(table)
 
 
+# The Markov set: x1 uniform, then x_{i+1} = x_i + d mod V with d = 1, 2, 3 at these probabilities. The
+# transition matrix is doubly stochastic, so x1's uniform law is stationary and every position is uniform.
+MARKOV_INCREMENTS = (1, 2, 3)
+MARKOV_PROBS = (0.6, 0.3, 0.1)
+MARKOV_LENGTH = 4
+
+
+def markov_chain(length: int, increments=MARKOV_INCREMENTS, probs=MARKOV_PROBS) -> Distribution:
+  """A stationary Markov chain over the digits: x1 uniform, x_{i+1} = x_i + d mod V, d drawn from
+  increments at probs, independently at each step. Its support is enumerated ([V * len(increments)^(L-1)]
+  sequences, distinct while the increments are distinct mod V), so its entropy is exact:
+  log V + (L - 1) * H(probs) (`markov_entropy_rate` is the second term's per-step rate)."""
+  if length < 1:
+    raise DataError(f"a Markov chain needs length >= 1, got {length}")
+  probs = np.asarray(probs, np.float64)
+  paths = list(itertools.product(range(len(increments)), repeat=length - 1))
+  steps = np.array(paths, np.int64).reshape(len(paths), length - 1)  # [paths, L - 1]: increment indices
+  deltas = np.asarray(increments)[steps]
+  offsets = np.concatenate([np.zeros((len(deltas), 1), np.int64), np.cumsum(deltas, axis=1)], axis=1)
+  start = np.arange(VOCAB_SIZE)
+  sequences = (start[:, None, None] + offsets[None]) % VOCAB_SIZE  # [V, paths, L]
+  path_probs = np.prod(probs[steps], axis=1)  # the empty product (L = 1) is 1
+  probs_all = np.broadcast_to(path_probs / VOCAB_SIZE, (VOCAB_SIZE, len(path_probs)))
+  return Distribution(
+    sequences.reshape(-1, length).astype(np.int32), probs_all.reshape(-1).copy(), VOCAB_SIZE
+  )
+
+
+def markov_entropy_rate(probs=MARKOV_PROBS) -> float:
+  """The chain's entropy per transition in nats, H(probs): the entropy of x_{i+1} given x_i."""
+  probs = np.asarray(probs, np.float64)
+  return float(-np.sum(probs * np.log(probs)))
+
+
+def _markov() -> Distribution:
+  return markov_chain(MARKOV_LENGTH)
+
+
 _REGISTRY: dict[str, Callable[..., Distribution]] = {
   "pair": _pair,
   "pair_nonuniform": _pair_nonuniform,
   "pair_corr": _pair_corr,
   "d1": _d1,
   "d2": _d2,
+  "markov": _markov,
 }
 _TAKES_P = ("pair_corr",)
 NAMES = tuple(_REGISTRY)

@@ -25,11 +25,20 @@ def base_config(task: str):
 
 
 def fit_to_data(config, length: int) -> None:
-  """Fill in eval.nfes from the task's default for the data's length when it is empty (in place), and
-  check the model and every NFE against the length and the block count (ConfigError)."""
+  """Fill in, in place, eval.nfes from the task's default for the data's length when it is empty,
+  and the stepwise objective's nfes from eval.nfes (each but the largest listed twice); check the model
+  and every NFE against the length and the block count (ConfigError)."""
   if not config.eval.nfes:
     config.eval.nfes = get(config.task).default_nfes(length)
-  check_nfes(config.eval.nfes, length, check_length(config.model, length))
+  blocks = check_length(config.model, length)
+  check_nfes(config.eval.nfes, length, blocks)
+  if config.objective.name == "stepwise":
+    if not config.objective.nfes:  # the parallel step counts, where z carries the joint, twice as often
+      largest = max(config.eval.nfes)
+      config.objective.nfes = tuple(
+        sorted(n for n in config.eval.nfes for _ in range(1 if n == largest else 2))
+      )
+    check_nfes(config.objective.nfes, length, blocks, field="objective.nfes")
 
 
 def evaluate(run) -> dict:

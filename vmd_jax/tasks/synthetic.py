@@ -1,5 +1,5 @@
-"""The paper's synthetic token sets (pair, pair_nonuniform, pair_corr, d1, d2): samples against the exact
-distribution.
+"""The paper's synthetic token sets (pair, pair_nonuniform, pair_corr, d1, d2) and a Markov chain
+(markov): samples against the exact distribution.
 
 Evaluation at each NFE of eval.nfes: the share of samples inside the data support (`acc@nfe{N}`, %) and
 KL(p_data || smoothed sample frequencies) (`kl@nfe{N}`, nats), with the samples saved as
@@ -62,6 +62,57 @@ def plot_joint(samples_by_title: dict[str, np.ndarray], vocab_size: int, path: s
   plt.close(fig)
 
 
+def _nfe_curve(group: list[dict], prefix: str, suffix: str = ""):
+  """(NFEs, mean, seed standard deviation) of the results keys prefix{N}suffix over a group of runs."""
+  nfes = sorted(
+    {tables.nfe_order(k)[1] for r in group for k in r if k.startswith(prefix) and k.endswith(suffix)}
+  )
+  nfes = [n for n in nfes if all(f"{prefix}{n}{suffix}" in r for r in group)]
+  values = np.array([[r[f"{prefix}{n}{suffix}"] for n in nfes] for r in group])  # [runs, nfes]
+  spread = values.std(axis=0, ddof=1) if len(group) > 1 else np.zeros(len(nfes))
+  return nfes, values.mean(axis=0), spread
+
+
+CURVES = (
+  ("acc@nfe", "", "accuracy (% inside the support)"),
+  ("kl@nfe", "", "KL(data || samples), nats"),
+  ("nelbo@nfe", "_bits_per_token", "valid bound of the sampler, bits per token"),
+)
+
+
+def plot_curves(groups: dict[str, list[dict]], title: str, path: str) -> None:
+  """Accuracy, KL and the valid bound against NFE, one line per method (the mean over its runs, with
+  the seeds' standard deviation as error bars), the entropy as a dashed line on the bound panel."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, len(CURVES), figsize=(4.6 * len(CURVES), 3.6))
+  for ax, (prefix, suffix, label) in zip(axes, CURVES, strict=True):
+    ticks = set()
+    for method, group in groups.items():
+      nfes, mean, spread = _nfe_curve(group, prefix, suffix)
+      if nfes:
+        ax.errorbar(nfes, mean, yerr=spread, marker="o", capsize=3, label=f"{method} ({len(group)})")
+        ticks.update(nfes)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(ticks), [str(n) for n in sorted(ticks)])
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(label)
+    if prefix == "kl@nfe":
+      ax.set_yscale("log")
+  entropy = next(iter(groups.values()))[0].get("entropy_bits_per_token")
+  if entropy is not None:
+    axes[-1].axhline(entropy, color="gray", linestyle="--", label="entropy")
+  axes[0].legend(title="method (runs)")
+  axes[-1].legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 class Synthetic(base.Task):
   """Accuracy and KL of samples against the exact distribution of a synthetic set."""
 
@@ -83,6 +134,8 @@ class Synthetic(base.Task):
     dist = synthetic.distribution(config.data.name, config.data.p)
     params = run.eval_params()
     results = {"entropy_bits_per_token": synthetic.entropy_nats(dist) / (dataset.length * LN2)}
+    if config.data.p is not None:  # pair_corr: the set depends on p, and so do the tables' rows
+      results["dataset"] = f"{config.data.name}_p{config.data.p:g}"
     for nfe in config.eval.nfes:
       samples = evaluation.generate(
         run.model, params, config, nfe, config.eval.num_samples, dataset.length, jax.random.fold_in(key, nfe)
@@ -110,8 +163,18 @@ class Synthetic(base.Task):
     )
 
   def figures(self, runs, directory) -> list[str]:
-    """joint_nfe1_<dataset>.png: the one-step joint histograms of the runs on each dataset, side by side."""
+    """joint_nfe1_<dataset>.png: the one-step joint histograms of the runs on each dataset, side by
+    side; nfe_<dataset>[_block<k>].png: accuracy, KL and valid bound against NFE, a line per method."""
     paths = []
+    by_set: dict[tuple, dict[str, list[dict]]] = {}
+    for (dataset, block_size, method, _), group in tables.seed_groups(
+      {name: result for name, (result, _) in runs.items()}
+    ).items():
+      by_set.setdefault((dataset, block_size), {}).setdefault(method, []).extend(group)
+    for (dataset, block_size), groups in by_set.items():
+      name = dataset + (f"_block{block_size}" if block_size else "")
+      paths.append(os.path.join(directory, f"nfe_{name}.png"))
+      plot_curves(groups, name.replace("_", ", "), paths[-1])
     for dataset in sorted({result["dataset"] for result, _ in runs.values()}):
       panels = {}
       for result, workdir in runs.values():

@@ -3,7 +3,8 @@ evaluated one after another.
 
 `configs/compare.py[:<dataset>+<dataset>...[@<method>,<method>...]]` (default pair+d1+d2@mdm,vmd,vmd+).
 Each run is a full configs/synthetic.py config under config.runs.<dataset>_<method> (vmd+ is named
-vmdplus there), so any of its fields can be overridden, e.g. --config.runs.d1_vmd.train.steps=3000.
+vmdplus there, vmd+0.4 vmdplus0_4), so any of its fields can be overridden, e.g.
+--config.runs.d1_vmd.train.steps=3000.
 """
 
 import importlib.util
@@ -32,5 +33,6 @@ def get_config(arg: str = "pair+d1+d2"):
   config.runs = ml_collections.ConfigDict()
   for dataset in datasets.split("+"):
     for method in methods.split(",") if methods else METHODS:
-      config.runs[f"{dataset}_{method.replace('+', 'plus')}"] = synthetic.get_config(f"{dataset},{method}")
+      name = method.replace("+", "plus").replace(".", "_")  # a config key: vmd+0.4 -> vmdplus0_4
+      config.runs[f"{dataset}_{name}"] = synthetic.get_config(f"{dataset},{method}")
   return config

@@ -3,7 +3,8 @@
 dataset: pair (uniform deterministic 2-token set), pair_nonuniform (P(k) = (k+1)/55), pair_corr (set
 --config.data.p), d1 = {(k,k+1,k+2,k+3) mod 10}, d2 = {(k,k+1,l,l+1) mod 10}, markov (a 4-token Markov
 chain of known entropy: x1 uniform, x_{i+1} = x_i + 1, 2 or 3 mod 10 at 0.6, 0.3, 0.1); method: vmd, mdm,
-global, vmd+ (the stepwise objective, sampled and bounded with a fresh z per step).
+global, vmd+ (the recommended recipe: the stepwise objective, one z shared by the steps that reveal
+several tokens and none for those that reveal one), vmd+0.4 (release 0.4's vmd+, kept reproducible).
 block<k>: block diffusion with blocks of k tokens (d1,vmd,block2 is the paper's B = 2 column: two blocks
 of two tokens, each with its own z_b); NFE then counts the steps of all blocks.
 """

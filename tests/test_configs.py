@@ -43,8 +43,8 @@ def test_synthetic_config_validates_and_loads(dataset, method, data_dir):
 # A step for every method on D1: the step's code is the same for a method whatever the data, and each
 # compile costs seconds. The other configs train end to end elsewhere: pair in test_cli and
 # test_bounds_vs_entropy, sequences in test_cli and test_multiprocess, sudoku in test_sudoku, text and
-# blocks in test_blocks.
-@pytest.mark.parametrize("method", sorted(METHODS))
+# blocks in test_blocks. (vmd+0.4 is vmd+ with other option values, each trained in test_exact_samplers.)
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"vmd+0.4"}))
 def test_synthetic_config_takes_a_step(method, data_dir):
   config = shrink(load_config("synthetic.py", f"d1,{method}"), data_dir)
   dataset, state = _one_step(config)

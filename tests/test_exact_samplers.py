@@ -109,6 +109,8 @@ def exact_log_probs(config, model, params, length, nfe, z_policy="fixed", temper
     )
   )[:, 0]
   z_nodes, z_weights = _z_nodes(model.latent_dim)
+  if model.latent_dim:  # and z = 0 last, with no weight: the steps without a latent (parallel_only)
+    z_nodes, z_weights = np.concatenate([z_nodes, 0 * z_nodes[:1]]), np.append(z_weights, 0.0)
   orders = list(itertools.permutations(range(size)))
   rows, times, reveal = [], [], []  # one denoiser row per (x, block, order, step)
   for x, b, order, j in itertools.product(range(len(xs)), range(blocks), orders, range(steps)):
@@ -131,14 +133,19 @@ def exact_log_probs(config, model, params, length, nfe, z_policy="fixed", temper
     x = xs[r // (blocks * len(orders) * steps)]
     step_ll[r] = sum(log_p[r, :, i, x[i]] for i in cells)
   step_ll = step_ll.reshape(len(xs), blocks, len(orders), steps, len(z_nodes))
-  log_w = np.log(z_weights)
-  # the steps that share the fixed z: all (fixed), none (per step), those revealing several (scheduled)
+  with np.errstate(divide="ignore"):
+    log_w = np.log(z_weights)
+  # the steps that share the fixed z: all (fixed), none (per step), those revealing several (scheduled,
+  # parallel_only)
   shared = {"fixed": np.ones(steps, bool), "per_step": np.zeros(steps, bool)}.get(
     z_policy, counts[:-1] - counts[1:] > 1
   )
-  # the shared steps summed given z, then z averaged; every other step averages its own z
+  # the shared steps summed given z, then z averaged; every other step averages its own z, or reads z = 0
   per_block = np.logaddexp.reduce(step_ll[..., shared, :].sum(3) + log_w, axis=-1)
-  per_block += np.logaddexp.reduce(step_ll[..., ~shared, :] + log_w, axis=-1).sum(3)
+  if z_policy == "parallel_only":
+    per_block += step_ll[..., ~shared, -1].sum(3)
+  else:
+    per_block += np.logaddexp.reduce(step_ll[..., ~shared, :] + log_w, axis=-1).sum(3)
   per_block = np.logaddexp.reduce(per_block, axis=2) - math.log(len(orders))  # [x, blocks]
   return per_block.sum(1)
 
@@ -150,6 +157,7 @@ SETTINGS = [
   ("vmd", 2, "per_step", 1.0),
   ("vmd", 3, "per_step", 0.7),
   ("vmd", 2, "scheduled", 0.7),  # 3 -> 2 -> 0 masks: a fresh z, then the fixed one for two tokens
+  ("vmd", 2, "parallel_only", 1.0),  # z = 0, then the fixed z for two tokens
   ("vmd_blocks", 4, "fixed", 1.0),
   ("vmd_blocks", 4, "per_step", 1.0),
 ]
@@ -171,6 +179,10 @@ def test_exact_reference_is_a_distribution_and_tells_the_samplers_apart():
   scheduled = np.exp(_exact("vmd", 2, "scheduled", 0.7))
   np.testing.assert_allclose(scheduled, np.exp(_exact("vmd", 2, "per_step", 0.7)), atol=1e-6)
   assert 0.5 * np.abs(scheduled - np.exp(_exact("vmd", 2, "fixed", 0.7))).sum() > 0.02
+  # without a latent at the first step, parallel_only is neither the fixed-z nor the per-step sampler
+  parallel_only = np.exp(_exact("vmd", 2, "parallel_only", 1.0))
+  assert 0.5 * np.abs(parallel_only - fixed).sum() > 0.02
+  assert 0.5 * np.abs(parallel_only - per_step).sum() > 0.02
   one_step = np.exp(_exact("vmd", 1, "fixed", 1.0))
   assert 0.5 * np.abs(fixed - one_step).sum() > 0.05  # and so are the step counts
   fixed, per_step = (
@@ -207,7 +219,8 @@ def test_path_weights_are_unbiased_for_the_exact_probability(name, nfe, z_policy
   blocks = objectives.num_blocks(model, length)
   schedule = get_schedule(config.objective.schedule, config.objective.eps)
   xs = jnp.asarray(_all_sequences(length))
-  draws_per_z = 2 if z_policy == "scheduled" else 1  # importance-weighted z draws: unbiased for any count
+  # importance-weighted z draws: unbiased for any count
+  draws_per_z = 2 if z_policy in ("scheduled", "parallel_only") else 1
 
   @functools.cache
   def draws(proposal):  # keys [draws] -> log w [draws, V^L], compiled once per proposal
@@ -410,7 +423,8 @@ def _stepwise_expectation(model, params, x0, settings, step):
   reveal order (uniform) and every step j of the T-step sampler of E_{z ~ r}[sum_{i in U} CE_i at the
   step's time] + beta * sum_dims max(KL_d(r), free_bits) * share, on the z grid; r = r(z | x0 outside
   M_s, M_t) and share 1 for a fresh z, r = q(z | x0) at the full mask and share 1/P for the P steps
-  of T that reveal several tokens under the scheduled policy: [batch]."""
+  of T that reveal several tokens under the scheduled and parallel_only policies, and z = 0 without a
+  KL at parallel_only's other steps: [batch]."""
   batch, length = x0.shape
   u, u_w = _z_nodes(1)
   beta = settings.beta * (min(1.0, step / settings.kl_warmup_steps) if settings.kl_warmup_steps else 1.0)
@@ -422,7 +436,8 @@ def _stepwise_expectation(model, params, x0, settings, step):
   total = np.zeros(batch)
   for nfe in settings.nfes:
     counts = np.asarray(remaining_masked(settings.schedule, jnp.asarray([length]), nfe))[:, 0]
-    parallel = (counts[:-1] - counts[1:] > 1) & (settings.z_policy == "scheduled")
+    parallel = (counts[:-1] - counts[1:] > 1) & (settings.z_policy in ("scheduled", "parallel_only"))
+    unlatent = ~parallel & (settings.z_policy == "parallel_only")  # z = 0 and no KL
     for order in orders:
       for j in range(nfe):
         masked_t, masked_s = np.zeros((batch, length), bool), np.zeros((batch, length), bool)
@@ -434,6 +449,7 @@ def _stepwise_expectation(model, params, x0, settings, step):
           q = posterior(jnp.asarray(masked_t), jnp.asarray(masked_s))
         mean, std = np.asarray(q.mean, np.float64), np.exp(np.asarray(q.log_std, np.float64))  # [batch, 1]
         z = (mean[:, None, :] + std[:, None, :] * u[None]).reshape(-1, 1).astype(np.float32)
+        z = 0 * z if unlatent[j] else z
         x_t = np.repeat(np.where(masked_t, V, x0), len(u), axis=0)
         t = step_time(j, nfe, model.denoiser.time_input)
         log_p = np.asarray(log_softmax(x_t, jnp.full((len(z),), t), z))
@@ -443,25 +459,29 @@ def _stepwise_expectation(model, params, x0, settings, step):
         )
         ce = (ce.sum(-1).reshape(batch, len(u)) * u_w).sum(-1)
         kl = np.maximum(_kl(mean, std), settings.free_bits).sum(-1) / (parallel.sum() if parallel[j] else 1)
+        kl = 0 * kl if unlatent[j] else kl
         total += (ce + beta * kl) / len(orders) / len(settings.nfes)
   return total
 
 
 @pytest.mark.parametrize(
-  "nfes, z_policy, free_bits, warmup, time_input",
+  "nfes, z_policy, free_bits, warmup, time_input, rao_blackwell, step_draw",
   [
-    ((1, 2, 3), "per_step", 0.0, 0, "start"),
-    ((1, 2, 3), "scheduled", 0.0, 0, "end"),
-    ((2,), "scheduled", 0.3, 100, "start"),
+    ((1, 2, 3), "per_step", 0.0, 0, "start", False, "step"),
+    ((1, 2, 3), "scheduled", 0.0, 0, "end", False, "nfe"),  # (3 tokens: its parallel steps reveal all)
+    ((2,), "scheduled", 0.3, 100, "start", False, "nfe"),
+    ((1, 2, 3), "parallel_only", 0.0, 0, "end", True, "nfe"),
   ],
 )
 def test_stepwise_loss_matches_its_expectation_and_the_samplers_bound(
-  nfes, z_policy, free_bits, warmup, time_input
+  nfes, z_policy, free_bits, warmup, time_input, rao_blackwell, step_draw
 ):
   """The stepwise objective (nats per sequence) against enumeration over T, reveal orders and steps
   with quadrature over z; with beta = 1 and no free bits its expectation is the mean over T of the
-  T-step bound of its sampler with proposal `step` (trajectory_log_weights: a fresh z per step, or
-  scheduled), the denoiser reading each step's start or end time."""
+  T-step bound of its sampler with proposal `step` (trajectory_log_weights: a fresh z per step,
+  scheduled or parallel_only), the denoiser reading each step's start or end time. Scoring every
+  masked token (rao_blackwell) keeps the expectation and lowers the variance; drawing a step uniformly
+  among all the steps of the T's (step_draw 'step') instead of T first keeps it too."""
   config, _, params, length = _case("vmd")
   config.model.time_input = time_input
   model = model_lib.build_model(config, V, length)
@@ -473,19 +493,27 @@ def test_stepwise_loss_matches_its_expectation_and_the_samplers_bound(
     free_bits=free_bits,
     nfes=nfes,
     z_policy=z_policy,
+    rao_blackwell=rao_blackwell,
+    step_draw=step_draw,
   )
   step, draws = 40, 4000
   exact = _stepwise_expectation(model, params, X_FLAT, settings, step)
-  loss = jax.jit(
-    jax.vmap(
-      lambda k: objectives.stepwise_loss(
-        model, params, {"tokens": jnp.asarray(X_FLAT)}, k, settings, step, False
-      )[0]
-    )
-  )(jax.random.split(jax.random.PRNGKey(8), draws))
-  loss = np.asarray(loss, np.float64)
+
+  def losses(settings):
+    return jax.jit(
+      jax.vmap(
+        lambda k: objectives.stepwise_loss(
+          model, params, {"tokens": jnp.asarray(X_FLAT)}, k, settings, step, False
+        )[0]
+      )
+    )(jax.random.split(jax.random.PRNGKey(8), draws))
+
+  loss = np.asarray(losses(settings), np.float64)
   se = loss.std(0) / math.sqrt(len(loss))
   assert np.all(np.abs(loss.mean(0) - exact) < 4 * se + 2e-3), (loss.mean(0), exact, se)
+  if rao_blackwell:
+    plain = np.asarray(losses(settings._replace(rao_blackwell=False)), np.float64)
+    assert np.mean(loss.var(0)) < 0.8 * np.mean(plain.var(0)), (loss.var(0), plain.var(0))
   if free_bits == 0 and warmup == 0:
     bound = jax.jit(
       jax.vmap(

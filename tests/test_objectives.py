@@ -178,7 +178,8 @@ def test_test_set_loss_runs_without_dropout():
 
 
 def test_stepwise_steps_follow_the_samplers_schedule_and_never_mask_a_clue():
-  """The steps the stepwise objective trains: T drawn uniformly from objective.nfes, j uniform, M_s
+  """The steps the stepwise objective trains: T drawn uniformly from objective.nfes (or in proportion to
+  T, step_draw 'step'), j uniform, M_s
   inside M_t, the clues never masked, |M_t| and |M_s| the sampler's counts for step j of T among the
   free positions, and every free position equally likely to be revealed."""
   model = networks.VMDModel(networks.Denoiser(V, 6, width=16, depth=1, num_heads=2), None)
@@ -210,3 +211,14 @@ def test_stepwise_steps_follow_the_samplers_schedule_and_never_mask_a_clue():
   revealed = (masked_t & ~masked_s)[:, 1::2]  # rows without clues: each position revealed alike
   share = revealed.mean(axis=(0, 1))
   np.testing.assert_allclose(share, share.mean(), atol=0.02)
+  np.testing.assert_array_equal(np.asarray(s.weight), np.asarray(s.steps))  # the loss weighs a step by T
+  # step_draw 'step': T in proportion to its steps (1 : 2 : 5), every step weighed by the mean T
+  settings = settings._replace(step_draw="step")
+  s = jax.jit(jax.vmap(lambda k: objectives._random_steps(model, x0, k, settings, jnp.asarray(given))))(
+    jax.random.split(jax.random.PRNGKey(1), 50)
+  )
+  steps = np.asarray(s.steps)[..., 0]
+  np.testing.assert_allclose(
+    np.mean(steps[..., None] == np.array([1, 2, 5]), axis=(0, 1)), [1 / 8, 2 / 8, 5 / 8], atol=0.01
+  )
+  np.testing.assert_allclose(np.asarray(s.weight), 8 / 3)

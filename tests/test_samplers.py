@@ -86,8 +86,11 @@ def reveal_histogram(reveal_step, nfe):
 
 
 @pytest.mark.parametrize("nfe", [1, 2, LENGTH])
-@pytest.mark.parametrize("token_rule", sorted(TOKEN_RULES))
-@pytest.mark.parametrize("order", sorted(ORDERS))
+@pytest.mark.parametrize(  # every order and every token rule (the two choices are independent code paths)
+  "order, token_rule",
+  [(order, "sample") for order in sorted(ORDERS)]
+  + [("margin", rule) for rule in sorted(TOKEN_RULES) if rule != "sample"],
+)
 def test_keeps_given_tokens_and_reveals_all(order, token_rule, nfe):
   x_init = rows_with_clues()
   out = sampler(nfe, order=order, token_rule=token_rule)(random_logits(0), jax.random.PRNGKey(1), x_init)
@@ -243,17 +246,32 @@ def test_scheduled_z_policy_keeps_one_z_for_parallel_steps_and_draws_anew_for_th
   np.testing.assert_array_equal(parallel[0], z_seen("fixed", nfe=5)[0])  # the fixed policy's own z
 
 
-def test_argmax_parallel_takes_the_mode_at_parallel_steps_and_samples_at_the_others():
+def test_parallel_only_z_policy_keeps_the_fixed_z_for_parallel_steps_and_none_for_the_others():
+  z = z_seen("parallel_only", nfe=5)
+  fixed = z_seen("fixed", nfe=5)[0]
+  for j in PARALLEL_STEPS:
+    np.testing.assert_array_equal(z[j], fixed)
+  assert not np.any(np.isclose(fixed, 0.0))
+  np.testing.assert_array_equal(z[[1, 3]], 0.0)  # z = 0: the denoiser's latent paths add nothing
+
+
+@pytest.mark.parametrize("token_rule", ["argmax_parallel", "argmax_confident"])
+def test_argmax_rules_take_the_mode_at_parallel_steps_where_they_should_and_sample_elsewhere(token_rule):
+  """argmax_parallel: the mode at every position of a parallel step; argmax_confident: only where the
+  top probability reaches the confidence. Everywhere else: a draw from the softmax."""
   rows, logits = 4000, random_logits(3, scale=1.0)
-  sample = sampler(5, token_rule="argmax_parallel")
+  probs = np.asarray(jax.nn.softmax(logits))  # [length, vocab]
+  threshold = 0.5  # seed 3: four positions at or above it, four below
+  confident = probs.max(-1) >= threshold if token_rule == "argmax_confident" else np.ones(LENGTH, bool)
+  assert 0 < confident.sum() < LENGTH or token_rule == "argmax_parallel"  # both kinds of position
+  sample = sampler(5, token_rule=token_rule, confidence=threshold)
   out = sample(logits, jax.random.PRNGKey(2), jnp.full((rows, LENGTH), MASK, jnp.int32))
   tokens, steps = np.asarray(out.tokens), np.asarray(out.reveal_step)
-  parallel = np.isin(steps, PARALLEL_STEPS)
+  mode = np.isin(steps, PARALLEL_STEPS) & confident[None]
   modes = np.broadcast_to(np.argmax(np.asarray(logits), -1), tokens.shape)
-  np.testing.assert_array_equal(tokens[parallel], modes[parallel])
-  probs = np.asarray(jax.nn.softmax(logits))  # [length, vocab]
-  for position in range(LENGTH):  # single steps: a draw from the softmax (order is independent of it)
-    values = tokens[~parallel[:, position], position]
+  np.testing.assert_array_equal(tokens[mode], modes[mode])
+  for position in range(LENGTH):  # the other rows: a draw from the softmax (order is independent of it)
+    values = tokens[~mode[:, position], position]
     freq = np.bincount(values, minlength=VOCAB) / len(values)
     np.testing.assert_allclose(freq, probs[position], atol=5 * np.sqrt(0.25 / len(values)))
 
@@ -279,6 +297,7 @@ def test_same_key_same_result_and_other_key_other_result():
     ({"z_policy": "always"}, "z_policy"),
     ({"nfe": 0}, "nfe"),
     ({"temperature": 0.0}, "temperature"),
+    ({"confidence": 1.5}, "confidence"),
     ({"gumbel_scale": -1.0}, "gumbel_scale"),
     ({"latent_dim": -1}, "latent_dim"),
   ],
@@ -295,7 +314,7 @@ def test_bad_option_message_lists_the_choices():
     sampler(2, order="confidence")
   with pytest.raises(ConfigError, match="fixed, per_step"):
     sampler(2, z_policy="always")
-  assert set(Z_POLICIES) == {"fixed", "per_step", "scheduled"}
+  assert set(Z_POLICIES) == {"fixed", "per_step", "scheduled", "parallel_only"}
 
 
 def test_nfe_above_length_raises_config_error_at_call():

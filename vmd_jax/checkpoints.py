@@ -23,7 +23,13 @@ FINGERPRINT_SECTIONS = ("model", "objective", "data")
 
 # Keys added to the fingerprint after a release, with the value that a checkpoint without them (one of
 # that release) was made with.
-IMPLIED_BY_OLDER_RELEASES = {"model.latent_path": "adaln", "model.time_input": "start", "objective.nfes": []}
+IMPLIED_BY_OLDER_RELEASES = {
+  "model.latent_path": "adaln",
+  "model.time_input": "start",
+  "objective.nfes": [],
+  "objective.rao_blackwell": False,
+  "objective.step_draw": "nfe",
+}
 # Keys that do not shape the state of a model without a latent.
 LATENT_ONLY = ("model.latent_path",)
 

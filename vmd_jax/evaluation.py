@@ -89,15 +89,16 @@ def bounded_sampler(
   """The sampler that the bounds describe, and why it differs from `options` (the eval sampler).
 
   A bound is implemented for random-order samplers with sampled token values at any temperature,
-  without remasking, with z fixed per sequence (a fresh z_b per block), fresh at every step, or
-  scheduled (fixed at the steps that reveal several tokens, fresh at the others). For
+  without remasking, with z fixed per sequence (a fresh z_b per block), fresh at every step,
+  scheduled (fixed at the steps that reveal several tokens, fresh at the others) or parallel_only
+  (fixed there, z = 0 at the others). For
   other settings the bounds are of the nearest such sampler, and a note says what was changed: argmax
   values have no likelihood (their sampled version at temperature 1 is bounded); confidence orders,
   remasking and one z shared by all blocks have no bound here. Gumbel noise on random scores leaves
   the order uniform, so it changes nothing.
   """
   notes, changes = [], {"gumbel_scale": 0.0, "kv_cache": True}
-  if options.token_rule in ("argmax", "argmax_parallel"):
+  if options.token_rule != "sample":  # argmax, argmax_parallel, argmax_confident
     notes.append(
       f"{options.token_rule} token values have no likelihood: bounds of sampled values at temperature 1"
     )
@@ -123,6 +124,8 @@ def describe_sampler(options: samplers.SamplerOptions, has_latent: bool, blocks:
     parts.append("a fresh z at every step")
   elif has_latent and options.z_policy == "scheduled":
     parts.append("z fixed at the steps that reveal several tokens, fresh at the others")
+  elif has_latent and options.z_policy == "parallel_only":
+    parts.append("z fixed at the steps that reveal several tokens, z = 0 at the others")
   elif has_latent:
     parts.append("z fixed per block (a fresh z_b per block)" if blocks > 1 else "z fixed per sequence")
   return ", ".join(parts)

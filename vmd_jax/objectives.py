@@ -10,7 +10,8 @@ Training objectives (the loss that is optimised; see design note §2-3):
   global:   w(t) * E_q[sum_{i in M_t} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z))
   stepwise: T * (E_r[sum_{i in U} -log p(x0_i | x_t, z)] + beta * KL(r(z | x0 outside M_s, M_t) || p(z)))
             for a step j of a T-step sampler revealing U = M_t minus M_s: the bound of that sampler,
-            trained (with objective.z_policy scheduled, r = q(z | x0) shared by the parallel steps)
+            trained (with objective.z_policy scheduled, r = q(z | x0) shared by the parallel steps;
+            with parallel_only, those share it and the others have no latent: z = 0, no KL)
 The vmd loss is NOT a bound on the NLL (design note §3); the bounds below are, and only they are
 reported as likelihoods.
 
@@ -44,7 +45,12 @@ class ObjectiveSettings(NamedTuple):
   free_bits: float = 0.0
   kl_time_weight: bool = False
   nfes: tuple[int, ...] = ()  # stepwise: the sampler step counts (all blocks') it trains the bound of
-  z_policy: str = "per_step"  # stepwise: the sampler's z policy, per_step or scheduled
+  z_policy: str = "per_step"  # stepwise: the sampler's z policy, one of STEPWISE_Z_POLICIES
+  # stepwise: score every masked token where the step's z does not depend on what it reveals
+  rao_blackwell: bool = False
+  # stepwise: how (T, j) is drawn: T uniform from nfes ('nfe'), or a step uniform among all the steps
+  # of the T's ('step': T in proportion to T); the expected loss is the same (STEP_DRAWS)
+  step_draw: str = "nfe"
 
 
 def check_config(objective_config) -> None:
@@ -59,6 +65,8 @@ def check_config(objective_config) -> None:
     raise ConfigError("objective.beta, free_bits and kl_warmup_steps must be >= 0")
   if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in o.nfes):
     raise ConfigError(f"objective.nfes={tuple(o.nfes)}: each must be a positive integer")
+  if o.step_draw not in STEP_DRAWS:
+    raise ConfigError(f"objective.step_draw={o.step_draw!r}: choose one of {list(STEP_DRAWS)}")
   if o.z_policy not in STEPWISE_Z_POLICIES:
     raise ConfigError(f"objective.z_policy={o.z_policy!r}: choose one of {list(STEPWISE_Z_POLICIES)}")
 
@@ -76,6 +84,8 @@ def settings_from_config(objective_config) -> ObjectiveSettings:
     kl_time_weight=o.kl_time_weight,
     nfes=tuple(o.nfes),
     z_policy=o.z_policy,
+    rao_blackwell=o.rao_blackwell,
+    step_draw=o.step_draw,
   )
 
 
@@ -213,18 +223,25 @@ def reveal_ranks(key: jax.Array, batch: int, blocks: int, size: int, given=None)
   return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
 
 
-# The samplers whose bound the stepwise objective trains: a fresh z at every step, or the fixed z at the
-# steps that reveal several tokens and a fresh one at the others (samplers.Z_POLICIES).
-STEPWISE_Z_POLICIES = ("per_step", "scheduled")
+# The samplers whose bound the stepwise objective trains: a fresh z at every step, the fixed z at the
+# steps that reveal several tokens and a fresh one at the others, or the fixed z there and none (z = 0)
+# at the others (samplers.Z_POLICIES).
+STEPWISE_Z_POLICIES = ("per_step", "scheduled", "parallel_only")
+# How the stepwise objective draws a step: T uniform from objective.nfes and then j (the loss weighs
+# the step by T), or one step uniform among all the steps of the T's (T in proportion to T, every step
+# weighed alike by the mean T). Both are unbiased for the mean over nfes of the T-step bounds.
+STEP_DRAWS = ("nfe", "step")
 
 
 class SamplerStep(NamedTuple):
-  """One step of a T-step random-order sampler per (sequence, block): T, the time the denoiser reads
+  """One step of a T-step random-order sampler per (sequence, block): T, the loss weight of its terms
+  (`_random_steps`), the time the denoiser reads
   (t = 1 - j/T, or s = 1 - (j+1)/T under the model's time_input 'end'), whether the step reveals more
   than one token, and how many of the T steps do ([batch, blocks]); the masks before (M_t) and after
   (M_s) the step, [batch, length] bool."""
 
   steps: jax.Array
+  weight: jax.Array
   time: jax.Array
   parallel: jax.Array
   num_parallel: jax.Array
@@ -234,7 +251,9 @@ class SamplerStep(NamedTuple):
 
 def _random_steps(model, x0, key, settings, given) -> SamplerStep:
   """One step of a random-order sampler per (sequence, block), drawn as the stepwise objective trains
-  it: T uniform from settings.nfes (divided by the blocks), j uniform in 0..T-1, a uniform order."""
+  it: T from settings.nfes (divided by the blocks; uniform, or in proportion to T under step_draw
+  'step'), j uniform in 0..T-1, a uniform order. `weight` is what the step's terms are multiplied by
+  for an unbiased estimate of the mean over nfes of the T-step bounds: T, or the mean T."""
   batch, length = x0.shape
   blocks, size = networks.block_layout(length, model.block_size)
   if not settings.nfes:
@@ -244,7 +263,12 @@ def _random_steps(model, x0, key, settings, given) -> SamplerStep:
     )
   per_block = jnp.asarray([n // blocks for n in settings.nfes], jnp.float32)
   nfe_key, step_key, order_key = jax.random.split(key, 3)
-  steps = per_block[jax.random.randint(nfe_key, (batch, blocks), 0, len(settings.nfes))]
+  if settings.step_draw == "step":
+    choice = jax.random.categorical(nfe_key, jnp.log(per_block), shape=(batch, blocks))
+  else:
+    choice = jax.random.randint(nfe_key, (batch, blocks), 0, len(settings.nfes))
+  steps = per_block[choice]
+  weight = jnp.full_like(steps, jnp.mean(per_block)) if settings.step_draw == "step" else steps
   j = jnp.floor(jax.random.uniform(step_key, (batch, blocks)) * steps)  # [batch, blocks]
   free = jnp.full((batch, blocks), size, jnp.int32)
   if given is not None:
@@ -259,6 +283,7 @@ def _random_steps(model, x0, key, settings, given) -> SamplerStep:
   rank = reveal_ranks(order_key, batch, blocks, size, given)
   return SamplerStep(
     steps=steps,
+    weight=weight,
     time=step_time(j, steps, model.denoiser.time_input),
     parallel=(before - after > 1)[..., 0],
     num_parallel=jnp.sum(parallel_steps, axis=-1),
@@ -274,33 +299,54 @@ def stepwise_loss(model, params, batch, key, settings, step, train=True):
   - a step with a fresh z (every step under z_policy per_step; the steps that reveal one token under
     scheduled): E_r[sum_{i in U} -log p(x0_i | x_t, z)] + beta * KL(r || p(z)), r = r(z | x0 outside
     M_s, M_t) an encoder that sees the tokens visible after the step, not those still masked;
-  - a step with the fixed z (scheduled: the P steps of T that reveal several tokens):
+  - a step with the fixed z (scheduled and parallel_only: the P steps of T that reveal several tokens):
     E_q[sum_{i in U} -log p(x0_i | x_t, z)] + beta * KL(q(z | x0) || p(z)) / P, q the encoder at the
-    full mask, whose one KL the P steps share.
+    full mask, whose one KL the P steps share;
+  - a step without a latent (parallel_only: the steps that reveal one token): sum_{i in U} -log p(x0_i
+    | x_t, z = 0), the MDM's term, with no KL.
   With beta = 1 and no free bits it is an unbiased estimate of the T-step bound of that sampler
   (`trajectory_log_weights` with proposal `step`), averaged over the T in objective.nfes; every block
   takes its own T and j.
+
+  settings.rao_blackwell: where the step's z does not depend on which tokens the step reveals (the
+  shared z, and z = 0), the revealed set U is a uniform draw of k of the m tokens of M_t given z, so
+  E[sum_{i in U} CE_i] = k/m sum_{i in M_t} CE_i: every masked token is scored, weighted by k/m. The
+  expectation is the same, the variance lower, and each step trains the denoiser on all m tokens (as
+  the MDM loss does). A fresh z's r sees the tokens visible after the step, so its steps keep U.
   """
   step_key, z_key, drop_key = jax.random.split(key, 3)
   x0 = batch["tokens"]
   s = _random_steps(model, x0, step_key, settings, batch.get("given"))
   blocks = s.steps.shape[1]
-  fixed = s.parallel if settings.z_policy == "scheduled" else jnp.zeros_like(s.parallel)  # [batch, blocks]
+  shares = settings.z_policy in ("scheduled", "parallel_only")
+  fixed = s.parallel if shares else jnp.zeros_like(s.parallel)  # [batch, blocks]
+  used = fixed if settings.z_policy == "parallel_only" else jnp.ones_like(fixed)  # a step that has a z
   fixed_tokens = jnp.repeat(fixed, x0.shape[1] // blocks, axis=1)  # [batch, length]
   # the fixed z's q is the encoder at the full mask that sees every token; a fresh z's r the step's
   encoder_masked = s.masked_t | fixed_tokens
   encoder_hidden = s.masked_s & ~fixed_tokens
   posterior = model.apply(params, x0, encoder_masked, train, encoder_hidden, method="posterior")
-  z = networks.sample_gaussian(posterior, z_key)
+  z = networks.sample_gaussian(posterior, z_key)  # [batch, (blocks,) latent_dim]
+  z = jnp.where(used.reshape(z.shape[:-1] + (1,)), z, 0.0)
   x_t = jnp.where(s.masked_t, model.vocab_size, x0)
   logits = _denoise(model, params, x_t, s.time if blocks > 1 else s.time[:, 0], z, drop_key, train, x0)
-  recon = masked_cross_entropy(logits, x0, s.masked_t & ~s.masked_s, blocks).reshape(s.steps.shape)
+  revealed = s.masked_t & ~s.masked_s
+  recon = masked_cross_entropy(logits, x0, revealed, blocks).reshape(s.steps.shape)
+  if settings.rao_blackwell and shares:  # [batch, blocks]: the steps whose z ignores the order
+    order_free = fixed | (settings.z_policy == "parallel_only")
+    every = masked_cross_entropy(logits, x0, s.masked_t, blocks).reshape(s.steps.shape)
+
+    def per_block_count(mask):
+      return jnp.sum(mask.reshape(*s.steps.shape, -1), axis=-1)
+
+    share = per_block_count(revealed) / jnp.maximum(per_block_count(s.masked_t), 1)
+    recon = jnp.where(order_free, share * every, recon)
   kl_dims = networks.per_block(networks.kl_to_prior(posterior), 2)  # [batch, blocks, latent_dim]
-  kl_share = jnp.where(fixed, 1.0 / jnp.maximum(s.num_parallel, 1), 1.0)  # [batch, blocks]
+  kl_share = jnp.where(fixed, 1.0 / jnp.maximum(s.num_parallel, 1), 1.0) * used  # [batch, blocks]
   kl_term = kl_share * free_bits_kl(kl_dims, settings.free_bits)
-  loss = jnp.sum(s.steps * (recon + kl_weight(settings, step) * kl_term), axis=-1)
-  kl = jnp.sum(s.steps * kl_share * jnp.sum(kl_dims, -1), -1)
-  return loss, {"recon": jnp.sum(s.steps * recon, axis=-1), "kl": kl}
+  loss = jnp.sum(s.weight * (recon + kl_weight(settings, step) * kl_term), axis=-1)
+  kl = jnp.sum(s.weight * kl_share * jnp.sum(kl_dims, -1), -1)
+  return loss, {"recon": jnp.sum(s.weight * recon, axis=-1), "kl": kl}
 
 
 OBJECTIVES: dict[str, Callable[..., Any]] = {
@@ -388,7 +434,7 @@ def nelbo_draws(
   return jax.lax.map(one_draw, jax.random.split(key, num_draws))
 
 
-Z_POLICIES = ("fixed", "per_step", "scheduled")
+Z_POLICIES = ("fixed", "per_step", "scheduled", "parallel_only")
 
 
 def _step_proposal(model, params, x0, masked, still_masked, proposal: str) -> networks.GaussianPosterior:
@@ -438,6 +484,8 @@ def trajectory_log_weights(
     others step_draws draws z_k ~ q(z | x0), each weighted by p(z_k) / q(z_k) times the likelihood
     of every such step given z_k, averaged at the end (nothing where no step uses z). The factors
     are independent and each unbiased for its part, so -log w is again a valid bound.
+  - z_policy 'parallel_only' (as scheduled at the steps that reveal several tokens, z = 0 at the
+    others): those steps add their exact log-likelihood given z = 0.
   proposal picks q or r: `posterior` (fixed: the encoder at the full mask; per step: the training
   posterior at the step's mask), `prior`, or `step` (per step: the stepwise objective's encoder, which
   sees the tokens the step reveals and not those it leaves masked; z fixed: as `posterior`). Either
@@ -464,7 +512,7 @@ def trajectory_log_weights(
   # the shared z (z_policy fixed, or the parallel steps of scheduled): K draws from q, whose weights
   # accumulate over the steps that use it and are averaged at the end (K = 1 for fixed)
   shared = jnp.zeros((1, batch, blocks))
-  draws_shared = step_draws if z_policy == "scheduled" else 1
+  draws_shared = step_draws if z_policy in ("scheduled", "parallel_only") else 1
   if latent and z_policy != "per_step":
     posterior = bound_proposal(model, params, x0, proposal)
     keys = (
@@ -477,7 +525,7 @@ def trajectory_log_weights(
 
     shared = jax.vmap(weight)(z)
     shared = shared.reshape(draws_shared, batch, blocks)
-    if z_policy == "scheduled":  # a z that no step uses is not paid for
+    if z_policy != "fixed":  # a z that no step uses is not paid for
       shared = jnp.where(jnp.any(parallel), shared, 0.0)
   rank = reveal_ranks(order_key, batch, blocks, size)
   still_masked = counts[:, :, None, None]
@@ -507,13 +555,16 @@ def trajectory_log_weights(
       draws = jax.vmap(one_draw)(jax.random.split(jax.random.fold_in(z_key, j), step_draws))
       return log_w + jax.nn.logsumexp(draws, axis=0) - math.log(step_draws), shared
 
+    def without_z():
+      return log_w + lik(jnp.zeros_like(z[0])), shared
+
     if not latent:
       return log_w + lik(None), shared
     if z_policy == "fixed":
       return with_shared_z()
     if z_policy == "per_step":
       return with_fresh_z()
-    return jax.lax.cond(parallel[j], with_shared_z, with_fresh_z)
+    return jax.lax.cond(parallel[j], with_shared_z, with_fresh_z if z_policy == "scheduled" else without_z)
 
   log_w, shared = jax.lax.fori_loop(0, nfe, step, (jnp.zeros((batch, blocks)), shared))
   log_w = log_w + jax.nn.logsumexp(shared, axis=0) - math.log(shared.shape[0])

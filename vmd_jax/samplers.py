@@ -63,23 +63,33 @@ def _margin_score(logits: jax.Array, key: jax.Array) -> jax.Array:
   return top2[..., 0] - top2[..., 1]
 
 
-def _argmax_tokens(logits: jax.Array, key: jax.Array, temperature: float, parallel: jax.Array) -> jax.Array:
+def _argmax_tokens(logits: jax.Array, key: jax.Array, options, parallel: jax.Array) -> jax.Array:
   """The mode of p_theta(x_0 | x_t) at every position (the temperature does not change it)."""
-  del key, temperature, parallel
+  del key, options, parallel
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [batch, length]
 
 
-def _sample_tokens(logits: jax.Array, key: jax.Array, temperature: float, parallel: jax.Array) -> jax.Array:
+def _sample_tokens(logits: jax.Array, key: jax.Array, options, parallel: jax.Array) -> jax.Array:
   """A draw from softmax(logits / temperature) at every position."""
   del parallel
-  return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)  # [batch, length]
+  return jax.random.categorical(key, logits / options.temperature, axis=-1).astype(jnp.int32)
 
 
-def _argmax_parallel_tokens(logits, key, temperature, parallel):
+def _argmax_parallel_tokens(logits, key, options, parallel):
   """The mode given z in a row whose step reveals several tokens (z's joint choice), a draw at
   temperature where it reveals one (its value then needs no agreement with others)."""
-  sampled = _sample_tokens(logits, key, temperature, parallel)
-  return jnp.where(parallel[:, None], _argmax_tokens(logits, key, temperature, parallel), sampled)
+  sampled = _sample_tokens(logits, key, options, parallel)
+  return jnp.where(parallel[:, None], _argmax_tokens(logits, key, options, parallel), sampled)
+
+
+def _argmax_confident_tokens(logits, key, options, parallel):
+  """argmax_parallel where z has made up its mind: the mode at a position of a parallel step whose top
+  probability (at temperature 1) is at least options.confidence, a draw at temperature elsewhere. A
+  token that z determines is taken as z's choice; one that z leaves open keeps its spread."""
+  top = jnp.max(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)  # [batch, length]
+  mode = parallel[:, None] & (top >= options.confidence)
+  sampled = _sample_tokens(logits, key, options, parallel)
+  return jnp.where(mode, _argmax_tokens(logits, key, options, parallel), sampled)
 
 
 def _fixed_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) -> jax.Array:
@@ -101,24 +111,33 @@ def _scheduled_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) ->
   return jnp.where(parallel[:, None], fixed, fresh)
 
 
+def _parallel_only_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) -> jax.Array:
+  """The sequence's fixed z in a row whose step reveals several tokens, none (z = 0, at which the
+  denoiser is the MDM it started as) where it reveals one: a lone token's law is a categorical, which
+  the denoiser gives directly, so a latent there could only cost bits."""
+  return jnp.where(parallel[:, None], _fixed_z(key, step, parallel, shape), 0.0)
+
+
 # score(logits [batch, length, vocab], key) -> [batch, length]; higher is revealed first.
 ORDERS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
   "random": _random_score,
   "top_prob": _top_prob_score,
   "margin": _margin_score,
 }
-# tokens(logits [batch, length, vocab], key, temperature, parallel [batch] bool: the row's step reveals
+# tokens(logits [batch, length, vocab], key, SamplerOptions, parallel [batch] bool: the row's step reveals
 # more than one token) -> candidate x_0 [batch, length] int32.
 TOKEN_RULES: dict[str, Callable[..., jax.Array]] = {
   "argmax": _argmax_tokens,
   "sample": _sample_tokens,
   "argmax_parallel": _argmax_parallel_tokens,
+  "argmax_confident": _argmax_confident_tokens,
 }
 # z(key, step, parallel [batch] bool, shape [batch, latent_dim]) -> that step's z.
 Z_POLICIES: dict[str, Callable[..., jax.Array]] = {
   "fixed": _fixed_z,
   "per_step": _per_step_z,
   "scheduled": _scheduled_z,
+  "parallel_only": _parallel_only_z,
 }
 
 
@@ -130,9 +149,11 @@ class SamplerOptions:
   """How a sampler chooses positions and values: one object for both samplers, built once.
 
   order: which masked positions are revealed first (a name in ORDERS); token_rule: how a revealed
-  position's value is chosen (TOKEN_RULES); temperature: of the sampled values; gumbel_scale: Gumbel
+  position's value is chosen (TOKEN_RULES); temperature: of the sampled values; confidence: the top
+  probability above which token_rule argmax_confident takes the mode at a parallel step; gumbel_scale: Gumbel
   noise added to the order's scores; z_policy: one z per sequence or block ('fixed'), one per step
-  ('per_step'), or the fixed z at parallel steps and a fresh one elsewhere ('scheduled'); remask_eta:
+  ('per_step'), the fixed z at parallel steps and a fresh one elsewhere ('scheduled'), or the fixed z at
+  parallel steps and none (z = 0) elsewhere ('parallel_only'); remask_eta:
   remasking share cap, 0 = off; block_z (block models): a fresh z_b ~ N(0, I) per block or one shared
   z; kv_cache (block models): cache the keys and values of finished blocks. Raises ConfigError,
   naming the option, for an unknown name or a number out of range.
@@ -141,6 +162,7 @@ class SamplerOptions:
   order: str = "random"
   token_rule: str = "sample"
   temperature: float = 1.0
+  confidence: float = 0.35
   gumbel_scale: float = 0.0
   z_policy: str = "fixed"
   remask_eta: float = 0.0
@@ -160,6 +182,8 @@ class SamplerOptions:
       raise ConfigError(f"remask_eta={self.remask_eta}: must be in [0, 1]")
     if self.temperature <= 0:
       raise ConfigError(f"temperature={self.temperature}: must be positive")
+    if not 0.0 <= self.confidence <= 1.0:  # also rejects NaN
+      raise ConfigError(f"confidence={self.confidence}: must be in [0, 1]")
     if self.gumbel_scale < 0:
       raise ConfigError(f"gumbel_scale={self.gumbel_scale}: must be non-negative")
 
@@ -180,6 +204,7 @@ class SamplerOptions:
         order=e.order,
         token_rule=rule,
         temperature=e.temperature,
+        confidence=e.confidence,
         gumbel_scale=e.gumbel_scale,
         z_policy=e.z_policy,
         remask_eta=e.remask_eta,
@@ -279,7 +304,7 @@ def _reveal_loop(opts: _Steps, logits_fn, x_init, z_key, loop_key, first_step=0)
       z = opts.z_fn(z_key, first_step + j, parallel, (batch, opts.latent_dim))
     t = jnp.full((batch,), step_time(j, opts.nfe, opts.time_input), jnp.float32)
     logits = logits_fn(x, t, z)  # [batch, n, vocab]
-    candidates = opts.token_fn(logits, keys[0], o.temperature, parallel)  # [batch, n]
+    candidates = opts.token_fn(logits, keys[0], o, parallel)  # [batch, n]
     score = opts.score_fn(logits, keys[1])  # [batch, n]
     if o.gumbel_scale > 0:
       score = score + o.gumbel_scale * jax.random.gumbel(keys[2], score.shape)

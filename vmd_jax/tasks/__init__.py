@@ -26,14 +26,17 @@ def base_config(task: str):
 
 def fit_to_data(config, length: int) -> None:
   """Fill in, in place, eval.nfes from the task's default for the data's length when it is empty,
-  and the stepwise objective's nfes from eval.nfes (each but the largest listed twice); check the model
-  and every NFE against the length and the block count (ConfigError)."""
+  and the stepwise objective's nfes from eval.nfes (each once under objective.step_draw 'step', whose
+  draws already favour the larger T; otherwise each but the largest listed twice); check the model and
+  every NFE against the length and the block count (ConfigError)."""
   if not config.eval.nfes:
     config.eval.nfes = get(config.task).default_nfes(length)
   blocks = check_length(config.model, length)
   check_nfes(config.eval.nfes, length, blocks)
   if config.objective.name == "stepwise":
-    if not config.objective.nfes:  # the parallel step counts, where z carries the joint, twice as often
+    if not config.objective.nfes and config.objective.step_draw == "step":
+      config.objective.nfes = tuple(sorted(set(config.eval.nfes)))
+    elif not config.objective.nfes:  # the parallel step counts, where z carries the joint, twice as often
       largest = max(config.eval.nfes)
       config.objective.nfes = tuple(
         sorted(n for n in config.eval.nfes for _ in range(1 if n == largest else 2))

@@ -10,9 +10,11 @@ and 'margin' reveal the positions where the denoiser is most confident first.
 For VMD the denoiser is conditioned on z ~ N(0, I), drawn once per sequence ('fixed', as the VMD
 paper samples), anew at every step ('per_step', as VADD does), or 'scheduled': the fixed z at the
 steps where the schedule reveals several tokens of a row (parallel steps), a fresh one at the steps
-that reveal one; for the MDM latent_dim = 0 and the denoiser gets z = None. Token values are the
-denoiser's argmax, a draw at the temperature, or 'argmax_parallel': the argmax at parallel steps and a
-draw at the others.
+that reveal one, or 'parallel_only': the fixed z at parallel steps and z = 0 (no latent) at the others;
+for the MDM latent_dim = 0 and the denoiser gets z = None. Token values are the denoiser's argmax, a
+draw at the temperature, 'argmax_parallel' (the argmax at parallel steps and a draw at the others) or
+'argmax_confident' (as argmax_parallel, but the argmax only where its probability reaches
+options.confidence).
 
 Remasking (remask_eta > 0, in the manner of ReMDM's capped schedule): at step j a share
 sigma_j = min(eta, (1 - alpha(t_{j+1})) / alpha(t_j)) of the tokens the sampler has revealed so far,

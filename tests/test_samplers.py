@@ -252,7 +252,7 @@ def test_parallel_only_z_policy_keeps_the_fixed_z_for_parallel_steps_and_none_fo
   for j in PARALLEL_STEPS:
     np.testing.assert_array_equal(z[j], fixed)
   assert not np.any(np.isclose(fixed, 0.0))
-  np.testing.assert_array_equal(z[[1, 3]], 0.0)  # z = 0: the denoiser's latent paths add nothing
+  np.testing.assert_array_equal(z[[1, 3]], 0.0)  # z = 0: no latent draw
 
 
 @pytest.mark.parametrize("token_rule", ["argmax_parallel", "argmax_confident"])

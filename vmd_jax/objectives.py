@@ -333,7 +333,7 @@ def stepwise_loss(model, params, batch, key, settings, step, train=True):
   revealed = s.masked_t & ~s.masked_s
   recon = masked_cross_entropy(logits, x0, revealed, blocks).reshape(s.steps.shape)
   if settings.rao_blackwell and shares:  # [batch, blocks]: the steps whose z ignores the order
-    order_free = fixed | (settings.z_policy == "parallel_only")
+    order_free = fixed | ~used  # the shared z, or z = 0
     every = masked_cross_entropy(logits, x0, s.masked_t, blocks).reshape(s.steps.shape)
 
     def per_block_count(mask):

@@ -114,9 +114,10 @@ def _scheduled_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) ->
 
 
 def _parallel_only_z(key: jax.Array, step: jax.Array, parallel: jax.Array, shape) -> jax.Array:
-  """The sequence's fixed z in a row whose step reveals several tokens, none (z = 0, at which the
-  denoiser is the MDM it started as) where it reveals one: a lone token's law is a categorical, which
-  the denoiser gives directly, so a latent there could only cost bits."""
+  """The sequence's fixed z in a row whose step reveals several tokens, none (the fixed input z = 0,
+  at which the zero-initialised latent paths start out adding nothing) where it reveals one: a lone
+  token's law is a categorical, which the denoiser gives directly, so a latent there could only cost
+  bits."""
   return jnp.where(parallel[:, None], _fixed_z(key, step, parallel, shape), 0.0)
 
 

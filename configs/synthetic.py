@@ -40,6 +40,10 @@ def get_config(arg: str = "d1,vmd"):
     config.data.p = 1.0
   config.model.max_length = length
   config.model.block_size = block_size
+  # Every method here keeps adaln, the latent path of this config's README tables (vmd+ itself presets
+  # low_rank_adaln): on 4-token sequences the network's cost does not limit a run, and vmd+ trained as
+  # well on either path (launch/latent_paths.sh).
+  config.model.latent_path = "adaln"
   blocks = length // block_size if block_size else 1
   config.eval.nfes = tuple(n for n in (1, 2, 4) if n <= length and n % blocks == 0)
   config.objective.kl_warmup_steps = 1000

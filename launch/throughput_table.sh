@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's throughput tables: this tree against REF (default: the release before the per-block
-# conditioning) at the benchmark's cpu size and at 4 x 128, the low_rank latent path, the attention
-# implementations, and the block sampler with and without its cache. Run on an otherwise idle machine.
+# conditioning) at the benchmark's cpu size and at 4 x 128 (mdm, vmd on the adaln latent path, vmd+ on
+# low_rank_adaln), the low_rank latent path, the attention implementations, and the block sampler with
+# and without its cache. Run on an otherwise idle machine.
 # Usage: bash launch/throughput_table.sh [REF]
 set -euo pipefail
 ref=${1:-2387a3d}

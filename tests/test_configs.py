@@ -146,17 +146,22 @@ def test_compare_config_holds_valid_synthetic_runs():
 
 
 @pytest.mark.parametrize("per_position", [True, False])
-@pytest.mark.parametrize("latent_path", ["adaln", "low_rank"])
+@pytest.mark.parametrize("latent_path", ["adaln", "low_rank", "low_rank_adaln"])
 def test_model_options_reach_the_network(per_position, latent_path):
   config = load_config("synthetic.py", "d1,vmd")
   config.model.latent_per_position = per_position
   config.model.latent_path = latent_path
+  config.model.latent_rank = 5
   params = _abstract_params(config, vocab_size=10, length=4)
   m = config.model
   rows = m.max_length if per_position else 1
-  if latent_path == "adaln":
-    assert params["params"]["denoiser"]["latent_proj"]["kernel"].shape == (m.latent_dim, m.width * rows)
-  else:
+  denoiser = params["params"]["denoiser"]
+  if latent_path != "low_rank":
+    assert denoiser["latent_proj"]["kernel"].shape == (m.latent_dim, m.width * rows)
+  if latent_path == "low_rank_adaln":
+    assert denoiser["latent_code"]["kernel"].shape == (m.width, 5)
+    assert denoiser["block_0"]["adaln_code"]["kernel"].shape == (5, 4 * m.width)
+  elif latent_path == "low_rank":
     path = params["params"]["denoiser"]["latent_path"]
     assert path["features"].shape == (m.latent_dim, rows, m.latent_dim)
     assert path["embed"].shape == path["condition"].shape == (m.latent_dim, m.width)

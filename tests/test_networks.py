@@ -52,8 +52,11 @@ def test_latent_denoiser_at_init_ignores_z_and_equals_the_mdm_denoiser(latent_pa
   np.testing.assert_array_equal(out1, out2)
   # The MDM is the same network without the latent projection (and without the encoder).
   shared = jax.tree.map(lambda x: x, mdm_params)
+  latent_only = ("latent_path", "latent_proj", "latent_code", "adaln_code")
   shared["params"]["denoiser"] = {
-    k: v for k, v in vmd_params["params"]["denoiser"].items() if k not in ("latent_path", "latent_proj")
+    k: {n: w for n, w in v.items() if n not in latent_only} if k.startswith("block_") else v
+    for k, v in vmd_params["params"]["denoiser"].items()
+    if k not in latent_only
   }
   assert jax.tree.structure(shared) == jax.tree.structure(mdm_params)
   np.testing.assert_allclose(_apply(mdm)(shared, x_t, t, None, method="denoise"), out1, rtol=1e-6, atol=1e-6)
@@ -134,7 +137,9 @@ def _reference_denoiser(params, denoiser, x_t, t, z, context):
   Position i of block b has the conditioning vector time_mlp(t_b) + z_b's share (clean positions:
   time_mlp(0)), which every layer's adaLN MLP maps to that position's modulation. z_b's share: for
   the adaln path its projection at i (its index within the block); for the low_rank path z_b
-  W_condition, and the position adds z_b's features at i times the embedding kernel to its input.
+  W_condition, and the position adds z_b's features at i times the embedding kernel to its input; for
+  the low_rank_adaln path none, but each layer adds W_code silu(c_i) W_layer to position i's shifts and
+  scales, c_i the vector of the adaln path.
   Attention is the textbook softmax(q k^T / sqrt(d)) v under the BD3-LM mask.
   t: [batch, blocks]; z: [batch, blocks, d] or None.
   """
@@ -153,14 +158,17 @@ def _reference_denoiser(params, denoiser, x_t, t, z, context):
   # Each noisy position's conditioning vector [batch, n, w] (t part; z part below); clean: t = 0.
   c_time = time_mlp(np.asarray(t).reshape(-1)).reshape(batch, blocks, w)[:, pos // size]
   h = p["token_embed"]["embedding"][np.asarray(x_t)] + p["pos_embed"][:n]
-  c_noisy = c_time
-  if z is not None and denoiser.latent_path == "adaln":  # z_b's projection at each position
+  c_noisy, code = c_time, None
+  if z is not None and denoiser.latent_path in ("adaln", "low_rank_adaln"):  # z_b's projection at i
     lp = p["latent_proj"]
     rows = lp["bias"].size // w  # max_length, or 1 if shared
     index = pos % size if denoiser.latent_per_position else np.zeros_like(pos)
     kernel = lp["kernel"].reshape(-1, rows, w)[:, index]  # [d, n, w]
     c_noisy = c_time + np.einsum("bnd,dnw->bnw", np.asarray(z, np.float64)[:, pos // size], kernel)
     c_noisy = c_noisy + lp["bias"].reshape(rows, w)[index]
+    if denoiser.latent_path == "low_rank_adaln":
+      code = silu(c_noisy) @ p["latent_code"]["kernel"]  # [batch, n, rank]
+      c_noisy = c_time
   elif z is not None:
     z_pos = np.asarray(z, np.float64)[:, pos // size]  # [batch, n, d]: each position's z_b
     fmap = p["latent_path"]["features"]  # [d, max_length (1 if shared), d]
@@ -182,6 +190,13 @@ def _reference_denoiser(params, denoiser, x_t, t, z, context):
   for i in range(denoiser.depth):
     b = p[f"block_{i}"]
     shift1, scale1, gate1, shift2, scale2, gate2 = modulation(b["adaln"])
+    if code is not None:  # the noisy positions' own shares; none for clean ones
+      share = np.zeros(shift1.shape[:2] + (4 * w,))
+      share[:, :n] = code @ b["adaln_code"]["kernel"]
+      parts = np.split(share, 4, axis=-1)
+      shift1, scale1, shift2, scale2 = (
+        m + s for m, s in zip((shift1, scale1, shift2, scale2), parts, strict=True)
+      )
     a = b["MultiHeadDotProductAttention_0"]
     x = _layer_norm(h) * (1 + scale1) + shift1
     q, k, v = (
@@ -219,8 +234,22 @@ def _random_params(params, scale=0.2):
     (4, 0, True, "low_rank"),
     (4, 2, True, "low_rank"),
     (4, 3, False, "low_rank"),
+    (4, 0, True, "low_rank_adaln"),
+    (4, 2, True, "low_rank_adaln"),
+    (4, 3, False, "low_rank_adaln"),
   ],
-  ids=["mdm", "mdm_blocks", "adaln", "adaln_blocks", "low_rank", "low_rank_blocks", "low_rank_blocks_shared"],
+  ids=[
+    "mdm",
+    "mdm_blocks",
+    "adaln",
+    "adaln_blocks",
+    "low_rank",
+    "low_rank_blocks",
+    "low_rank_blocks_shared",
+    "low_rank_adaln",
+    "low_rank_adaln_blocks",
+    "low_rank_adaln_blocks_shared",
+  ],
 )
 def test_denoiser_equals_a_reference_that_conditions_every_position(
   latent_dim, block_size, per_position, latent_path
@@ -241,9 +270,21 @@ def test_denoiser_equals_a_reference_that_conditions_every_position(
   args = (t, z) if blocks > 1 else (t[:, 0], None if z is None else z[:, 0])
   got = _apply(model)(params, x_t, *args, context=context, method="denoise")
   want = _reference_denoiser(params, denoiser, x_t, t, z, context)
-  if not per_position:  # one feature map, read by every position
+  if not per_position and latent_path == "low_rank":  # one feature map, read by every position
     assert params["params"]["denoiser"]["latent_path"]["features"].shape == (latent_dim, 1, latent_dim)
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+
+
+def test_softmax_and_its_backward_equal_jax_nn_softmax():
+  """The attention's softmax, whose backward reads its saved output, against jax.nn.softmax: values and
+  vector-Jacobian products, with masked (float32 min) logits in some rows."""
+  logits = 3.0 * jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 7))
+  logits = jnp.where(networks.block_attention_mask(7, 3)[:5, :7], logits, jnp.finfo(jnp.float32).min)
+  cotangent = jax.random.normal(jax.random.PRNGKey(1), logits.shape)
+  ours, ours_vjp = jax.vjp(networks.softmax, logits)
+  ref, ref_vjp = jax.vjp(lambda x: jax.nn.softmax(x, axis=-1), logits)
+  np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(ours_vjp(cotangent)[0], ref_vjp(cotangent)[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])

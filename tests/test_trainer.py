@@ -49,11 +49,12 @@ def test_checkpoint_of_another_config_or_latent_path_is_refused(setup, tmp_path)
   with pytest.raises(CheckpointError, match="model.width=16"):
     trainer.Run(other, str(tmp_path), dataset)
   assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 1  # the checkpoint is kept
-  # A checkpoint of a release before model.latent_path (no such key) is one of the adaln path.
+  # A checkpoint of a release before model.latent_path and model.latent_rank (no such keys) is one of
+  # the adaln path.
   manager = checkpoints.Checkpointer(str(tmp_path))
   meta = manager.read_meta(1)
   assert meta["fingerprint"]["model.latent_path"] == "adaln"
-  del meta["fingerprint"]["model.latent_path"]
+  del meta["fingerprint"]["model.latent_path"], meta["fingerprint"]["model.latent_rank"]
   manager.check_matches(1, config, meta)
   other = config.copy_and_resolve_references()
   other.model.latent_path = "low_rank"

@@ -1,10 +1,11 @@
 """Throughput: `python -m vmd_jax.benchmark [--config=configs/benchmark.py:<size>] [--compare-ref=GITREF]`.
 
-Times the data-parallel train step of VMD and of MDM with the same denoiser (the config's; MDM drops
-the latent and the encoder), and the sampler of each, on random tokens. Printed per method: parameters,
-step time, train tokens/s, model FLOPs per token against the 6N + attention estimate (`estimate`), and
-model FLOPs utilisation (MFU) against the peak matmul throughput measured here on one device times the
-device count; then the VMD/MDM step-time ratio. The methods alternate within each round and every ratio
+Times the data-parallel train step of MDM, the paper's VMD (`vmd`) and the recommended recipe (`vmd+`,
+whose preset latent path is low_rank_adaln) with the same denoiser (the config's; MDM drops the latent
+and the encoder), and the sampler of each, on random tokens. Printed per method: parameters, step time,
+train tokens/s, model FLOPs per token against the 6N + attention estimate (`estimate`), and model FLOPs
+utilisation (MFU) against the peak matmul throughput measured here on one device times the device
+count; then each VMD's step-time ratio to MDM. The methods alternate within each round and every ratio
 is the median of the per-round ratios, so a busy machine slows both sides of each ratio alike.
 
 Model FLOPs per step are 3 x the forward FLOPs of the loss (forward, and a backward of twice the
@@ -14,7 +15,8 @@ attention, is a custom call that the count leaves out).
 With --compare-ref=GITREF the same measurements are taken from the commit GITREF too, built in a
 temporary git worktree: this tree and that one each run in a worker process (`benchmark_worker.py`),
 the two alternate within each round, and the table adds the per-method ratio of train tokens/s (this
-tree over GITREF). Overrides of the config (`--config.model.width=128`) apply to both.
+tree over GITREF) for the methods both trees have (a release before vmd+ is timed on mdm and vmd).
+Overrides of the config (`--config.model.width=128`) apply to both.
 """
 
 import contextlib
@@ -41,7 +43,7 @@ flags.DEFINE_integer("sample_nfe", 32, "Denoiser calls per sampled batch.")
 flags.DEFINE_string("json", None, "Also write the measurements to this JSON file.")
 flags.DEFINE_string("compare-ref", None, "A git commit (or branch, tag) to measure alongside this tree.")
 FLAGS = flags.FLAGS
-METHODS = ("mdm", "vmd")
+METHODS = ("mdm", "vmd", "vmd+")  # mdm first: the others' step times are given over its
 
 
 def peak_matmul_flops(dtype, size: int | None = None, repeats: int = 10) -> float:
@@ -76,8 +78,10 @@ def flops_estimate(model, length: int) -> dict:
 
   N counts the weights that multiply every token: attention and MLP kernels of the denoiser and the
   encoder, the logits layer, and z's path: with `low_rank`, its latent_dim x latent_dim feature map of
-  each position and its input kernel; with `adaln`, z's projection to each position's conditioning
-  vector and every layer's adaLN MLP, which then runs at every position. Embedding lookups and what is
+  each position and its input kernel; with `low_rank_adaln`, z's projection to each position's vector,
+  the map of that vector to the position's code and every layer's map of the code to its shifts and
+  scales; with `adaln`, z's projection to each position's conditioning vector and every layer's adaLN
+  MLP, which then runs at every position. Embedding lookups and what is
   computed once per sequence or block (the time MLP, the adaLN MLPs of a model without a per-position
   latent, the encoder's constant modulation, its pooled heads) are left out. Attention adds 12 x width
   x context per layer and token (QK^T and AV, forward and backward, bidirectional over the whole
@@ -93,6 +97,8 @@ def flops_estimate(model, length: int) -> dict:
     n_tokens += e.depth * (4 + 2 * e.mlp_ratio) * e.width**2
     if d.latent_path == "low_rank":
       n_tokens += r * r + r * d.width
+    elif d.latent_path == "low_rank_adaln":
+      n_tokens += r * d.width + d.width * d.latent_rank + d.depth * d.latent_rank * 4 * d.width
     else:  # adaln: the noisy positions' modulation (6 x width per layer, 2 x width final) per position
       n_tokens += r * d.width + (6 * d.depth + 2) * d.width**2
     attention += 12 * e.depth * e.width * length
@@ -105,7 +111,7 @@ class Bench:
   def __init__(self, config, method: str, mesh):
     import jax.numpy as jnp
 
-    from vmd_jax import evaluation, trainer
+    from vmd_jax import evaluation, tasks, trainer
     from vmd_jax.data import pipeline
     from vmd_jax.defaults import apply_method
     from vmd_jax.validation import validate
@@ -114,6 +120,7 @@ class Bench:
     validate(self.config)
     c = self.config
     self.length, self.vocab = c.model.max_length, c.data.vocab_size
+    tasks.fit_to_data(c, self.length)  # the stepwise objective's step counts
     tokens = np.random.default_rng(0).integers(0, self.vocab, (4 * c.train.batch_size, self.length))
     dataset = pipeline.Dataset("random", tokens.astype(np.int32), tokens[:1].astype(np.int32), self.vocab)
     self.run = trainer.Run(c, None, dataset, mesh)
@@ -164,7 +171,8 @@ def summarise(description: dict, rounds: list[dict]) -> dict:
   """Per-method medians over rounds (and MFU) from one tree's description and its rounds."""
   out = {k: description[k] for k in ("device", "compute_dtype")}
   out["peak_matmul_tflops"] = description["peak_matmul_flops"] / 1e12
-  for method in METHODS:
+  out["methods"] = list(rounds[0])  # mdm first
+  for method in out["methods"]:
     d = description[method]
     step = float(np.median([r[method]["step_s"] for r in rounds]))
     sample = float(np.median([r[method]["sample_s"] for r in rounds]))
@@ -175,15 +183,21 @@ def summarise(description: dict, rounds: list[dict]) -> dict:
       "mfu_percent": 100.0 * d["model_flops_per_token"] * tokens_per_s / description["peak_matmul_flops"],
       "sample_tokens_per_s": d["sample_tokens"] / sample,
     }
-  ratios = [r["vmd"]["step_s"] / r["mdm"]["step_s"] for r in rounds]
-  out["vmd_over_mdm_step_time"] = float(np.median(ratios))
-  out["per_round_ratios"] = [round(x, 4) for x in ratios]
+  out["step_time_over_mdm"] = {
+    method: _median_ratio([r[method]["step_s"] / r["mdm"]["step_s"] for r in rounds])
+    for method in out["methods"][1:]
+  }
   return out
+
+
+def _median_ratio(ratios: list[float]) -> dict:
+  """The median of per-round ratios, and the ratios."""
+  return {"median": float(np.median(ratios)), "rounds": [round(x, 4) for x in ratios]}
 
 
 def run(config, rounds: int, steps: int) -> dict:
   """Measure both methods in this process; returns what `table` prints."""
-  session = benchmark_worker.Session(sys.modules[__name__], config, METHODS)
+  session = benchmark_worker.Session(sys.modules[__name__], config, benchmark_worker.methods())
   timed = [session.round(steps, reverse=r % 2 == 1) for r in range(rounds)]
   return summarise(session.describe(), timed)
 
@@ -258,12 +272,12 @@ def compare(ref: str, rounds: int, steps: int) -> dict:
       for worker in workers.values():
         worker.close()
   out["ref_commit"] = commit
-  out["speedup"] = {}
-  for method in METHODS:
-    ratios = [
-      r[method]["step_s"] / t[method]["step_s"] for t, r in zip(timed["this"], timed["ref"], strict=True)
-    ]
-    out["speedup"][method] = {"median": float(np.median(ratios)), "rounds": [round(x, 4) for x in ratios]}
+  pairs = list(zip(timed["this"], timed["ref"], strict=True))
+  out["speedup"] = {
+    method: _median_ratio([r[method]["step_s"] / t[method]["step_s"] for t, r in pairs])
+    for method in out["this"]["methods"]
+    if method in out["ref"]["methods"]
+  }
   return out
 
 
@@ -279,7 +293,7 @@ def table(out: dict, config, label: str = "") -> str:
     "| sample tokens/s |",
     "|---|---|---|---|---|---|---|---|---|",
   ]
-  for method in METHODS:
+  for method in out["methods"]:
     r = out[method]
     estimate = r.get("flops_per_token")
     ratio = f"{estimate / 1e6:.2f} ({r['model_flops_per_token'] / estimate:.2f}x)" if estimate else "-"
@@ -290,10 +304,9 @@ def table(out: dict, config, label: str = "") -> str:
       f"{r['model_flops_per_token'] / 1e6:.2f} | {ratio} | {r['mfu_percent']:.1f} | "
       f"{r['sample_tokens_per_s']:.0f} |"
     )
-  lines += [
-    "",
-    f"VMD / MDM step time: {out['vmd_over_mdm_step_time']:.3f} (median of {out['per_round_ratios']})",
-  ]
+  lines.append("")
+  for method, ratio in out["step_time_over_mdm"].items():
+    lines.append(f"{method} / mdm step time: {ratio['median']:.3f} (median of {ratio['rounds']})")
   return "\n".join(lines)
 
 
@@ -301,8 +314,7 @@ def comparison_table(out: dict, config, ref: str) -> str:
   """Both trees' tables and the speed-up of this tree over the reference."""
   lines = [table(out["this"], config, "this tree: "), "", table(out["ref"], config, f"{ref}: "), ""]
   lines += [f"train tokens/s, this tree / {ref} ({out['ref_commit'][:12]}):", ""]
-  for method in METHODS:
-    s = out["speedup"][method]
+  for method, s in out["speedup"].items():
     lines.append(f"- {method}: {s['median']:.3f} (median of {s['rounds']})")
   return "\n".join(lines)
 

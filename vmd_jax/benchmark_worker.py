@@ -15,7 +15,7 @@ PREFIX = "BENCHMARK "
 
 
 class Session:
-  """Both methods of one config, timed by the Bench class of `bench` (a vmd_jax.benchmark module)."""
+  """The methods of one config, timed by the Bench class of `bench` (a vmd_jax.benchmark module)."""
 
   def __init__(self, bench, config, methods):
     import jax
@@ -64,6 +64,13 @@ class Session:
     return out
 
 
+def methods() -> tuple[str, ...]:
+  """The methods the imported tree's benchmark times (mdm and vmd before release 0.6)."""
+  from vmd_jax import benchmark
+
+  return getattr(benchmark, "METHODS", ("mdm", "vmd"))
+
+
 def serve(argv: list[str]) -> None:
   """Build the Session that argv describes and answer requests until stdin closes."""
   from absl import flags
@@ -71,7 +78,7 @@ def serve(argv: list[str]) -> None:
   from vmd_jax import benchmark
 
   flags.FLAGS(["benchmark_worker", *argv])
-  session = Session(benchmark, flags.FLAGS.config, ("mdm", "vmd"))
+  session = Session(benchmark, flags.FLAGS.config, methods())
   answers = {
     "ready": lambda request: {},
     "round": lambda request: session.round(request["steps"], request["reverse"]),

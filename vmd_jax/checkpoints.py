@@ -25,13 +25,14 @@ FINGERPRINT_SECTIONS = ("model", "objective", "data")
 # that release) was made with.
 IMPLIED_BY_OLDER_RELEASES = {
   "model.latent_path": "adaln",
+  "model.latent_rank": 16,
   "model.time_input": "start",
   "objective.nfes": [],
   "objective.rao_blackwell": False,
   "objective.step_draw": "nfe",
 }
 # Keys that do not shape the state of a model without a latent.
-LATENT_ONLY = ("model.latent_path",)
+LATENT_ONLY = ("model.latent_path", "model.latent_rank")
 
 
 def fingerprint(config) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def check_config(model_config, has_latent: bool) -> None:
     raise ConfigError(f"model.dtype={m.dtype!r}: choose one of {sorted(DTYPES) + ['auto']}")
   if m.latent_path not in networks.LATENT_PATHS:
     raise ConfigError(f"model.latent_path={m.latent_path!r}: choose one of {list(networks.LATENT_PATHS)}")
+  if m.latent_rank <= 0:
+    raise ConfigError(f"model.latent_rank={m.latent_rank}: must be positive")
   if m.block_size < 0:
     raise ConfigError(f"model.block_size={m.block_size}: must be >= 0 (0: no blocks)")
   if m.time_input not in TIME_INPUTS:
@@ -79,6 +81,7 @@ def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
     time_conditioning=m.time_conditioning,
     latent_per_position=m.latent_per_position,
     latent_path=m.latent_path,
+    latent_rank=m.latent_rank,
     block_size=m.block_size,
     dtype=dtype,
     time_input=m.time_input,

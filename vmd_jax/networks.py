@@ -143,8 +143,8 @@ def _einsum_attention(q, k, v, mask, dtype):
 def softmax(logits: jax.Array) -> jax.Array:
   """softmax over the last axis, whose backward reads the saved output: g -> (g - sum(g * p)) * p.
 
-  The function of jax.nn.softmax; with XLA's CPU backend, forward and backward of the attention of a
-  [16, 256, 4, 32] train step took about 20% less time through this one.
+  The function of jax.nn.softmax (a test compares values and gradients); written so for XLA's CPU
+  backend, which ran the attention's forward and backward faster this way (README, Throughput).
   """
   unnormalised = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
   return unnormalised / jnp.sum(unnormalised, axis=-1, keepdims=True)

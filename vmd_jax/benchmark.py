@@ -196,7 +196,7 @@ def _median_ratio(ratios: list[float]) -> dict:
 
 
 def run(config, rounds: int, steps: int) -> dict:
-  """Measure both methods in this process; returns what `table` prints."""
+  """Measure every method of METHODS in this process; returns what `table` prints."""
   session = benchmark_worker.Session(sys.modules[__name__], config, METHODS)
   timed = [session.round(steps, reverse=r % 2 == 1) for r in range(rounds)]
   return summarise(session.describe(), timed)

@@ -1,14 +1,19 @@
 """Sudoku solving, clue-conditioned: `configs/sudoku.py:<method>[,<size>]`, or `:compare[,<size>]`.
 
-method: vmd, mdm or global; size: cpu (default; about an hour of training on 2 CPU cores) or gpu (the
-paper's scale, a 6M-parameter denoiser). `compare` trains and evaluates MDM then VMD in DIR/mdm and
-DIR/vmd and prints the accuracy table with the VMD - MDM difference and its 95% interval.
+method: mdm, vmd (the paper's), vmd+ (the recommended recipe) or global; size: cpu (default; under an
+hour of training on 2 CPU cores) or gpu (the paper's scale, a 6M-parameter denoiser). `compare` trains
+and evaluates MDM, the paper's VMD and vmd+ in DIR/mdm, DIR/vmd and DIR/vmd+ (in that order) and
+prints the accuracy tables with each VMD's paired difference from MDM and its 95% interval.
 
 Data: generated unique-solution puzzles (data.clues, data.difficulty, data.num_train from
-data.base_train base puzzles), or a file of the user's with --config.data.name=sudoku_file
---config.data.path=FILE (Shah et al. 325-int rows as .npy or text, or 'puzzle,solution' CSV).
+data.base_train base puzzles, a data.hard_fraction share of them hard: data.hard_clues clues, beyond
+singles), an easy and a hard test set (data.num_test, data.num_hard_test) and validation sets of each
+(data.num_validation; evaluated with eval.split=validation), or a file of the user's with
+--config.data.name=sudoku_file --config.data.path=FILE (Shah et al. 325-int rows as .npy or text, or
+'puzzle,solution' CSV).
 Clues are never masked; the loss covers the blank cells; the posterior encoder sees the solution.
-Evaluation: share of held-out puzzles solved with each decoder order (eval.decoders) at each NFE.
+Evaluation: share of held-out puzzles solved with each decoder order (eval.decoders) at each NFE, and
+the share of valid rows, columns and boxes in the grids left unsolved; per puzzle set.
 """
 
 import ml_collections
@@ -18,16 +23,21 @@ from vmd_jax.errors import ConfigError
 from vmd_jax.tasks import base_config
 
 SIZES = ("cpu", "gpu")
+# the runs of `compare` (trained in sorted order: mdm, vmd, vmd+)
+COMPARED = ("mdm", "vmd", "vmd+")
 
 
 def _single(method: str, size: str) -> ml_collections.ConfigDict:
   config = apply_method(base_config("sudoku"), method)
   config.data.name = "sudoku"
-  config.data.num_test = 2_000
+  config.data.num_test = 2_000  # the easy test set; the hard one is as large
+  config.data.num_hard_test = 2_000
+  config.data.num_validation = 1_000  # easy and hard validation puzzles: eval.split=validation
+  config.data.hard_fraction = 0.5  # half the training base puzzles are hard (24-26 clues, beyond singles)
   config.model.max_length = 81
   config.model.num_heads = 4
   config.eval.nfes = (5, 10, 20, 50)
-  config.eval.num_samples = 2_000  # held-out puzzles evaluated
+  config.eval.num_samples = 2_000  # held-out puzzles evaluated, per set
   config.eval.batch_size = 500
   config.eval.token_rule = "argmax"  # a puzzle has one answer: both methods fill in their mode
   config.objective.kl_warmup_steps = 1_000
@@ -84,5 +94,5 @@ def get_config(arg: str = "vmd"):
   config = ml_collections.ConfigDict()
   config.task = "compare"
   config.jax_distributed = False
-  config.runs = ml_collections.ConfigDict({"mdm": _single("mdm", size), "vmd": _single("vmd", size)})
+  config.runs = ml_collections.ConfigDict({m: _single(m, size) for m in COMPARED})
   return config

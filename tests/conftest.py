@@ -117,6 +117,8 @@ def shrink(config, data_dir: str, steps: int = 2):
   config.data.data_dir = data_dir
   config.data.num_train = 512
   config.data.num_test = 256
+  if "num_hard_test" in config.data:  # sudoku: a small hard side (hard puzzles take 50 ms each)
+    config.data.base_train, config.data.num_hard_test, config.data.num_validation = 16, 6, 4
   config.model.width = 16
   config.model.depth = 1
   config.model.num_heads = 2

@@ -83,13 +83,15 @@ def _denoiser_parameters(config) -> int:
 
 
 def test_sudoku_sizes_and_compare():
-  for method in ("mdm", "vmd"):
+  for method in ("mdm", "vmd", "vmd+"):
     for size in ("cpu", "gpu"):
       validate(load_config("sudoku.py", f"{method},{size}"))
   assert 5.5e6 < _denoiser_parameters(load_config("sudoku.py", "mdm,gpu")) < 7e6  # the paper's ~6M
   compare = load_config("sudoku.py", "compare")
-  assert sorted(compare.runs) == ["mdm", "vmd"]
+  assert list(compare.runs) == ["mdm", "vmd", "vmd+"]
   assert compare.runs.vmd.model.to_dict() == {**compare.runs.mdm.model.to_dict(), "latent_dim": 16}
+  for run in compare.runs.values():  # one dataset, with both test sets, for every run
+    assert run.data.to_dict() == compare.runs.mdm.data.to_dict() and run.data.num_hard_test >= 2_000
   for bad in ("vmd,tpu", "sudoku", "vmd,cpu,x"):
     with pytest.raises(ConfigError, match="sudoku config arg"):
       load_config("sudoku.py", bad)

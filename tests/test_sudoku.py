@@ -174,8 +174,10 @@ def test_generated_dataset_splits_and_clue_masks(data_dir):
   config = load_config("sudoku.py", "mdm")
   config.data.data_dir = data_dir
   config.data.num_train, config.data.base_train, config.data.num_test = 60, 12, 8
+  config.data.hard_fraction, config.data.num_hard_test, config.data.num_validation = 0.0, 0, 0
+  assert "_h" not in sudoku.prepare(config.data).builder_config.name  # earlier releases' data is reused
   dataset = pipeline.load(config.data)
-  assert dataset.train.shape == (60, 81) and dataset.test.shape == (8, 81)
+  assert dataset.train.shape == (60, 81) and dataset.test.shape == (8, 81) and not dataset.splits
   assert dataset.vocab_size == 9 and dataset.train.max() <= 8
   for tokens, given in ((dataset.train, dataset.train_given), (dataset.test, dataset.test_given)):
     assert np.all(given.sum(axis=1) == 30)
@@ -186,9 +188,44 @@ def test_generated_dataset_splits_and_clue_masks(data_dir):
   assert not any(row.tobytes() in train_grids for row in dataset.test)
 
 
+def test_generated_dataset_hard_side(data_dir):
+  """A hard share of training, a hard test set and validation sets, each from base puzzles of its own."""
+  config = load_config("sudoku.py", "mdm")
+  config.data.data_dir = data_dir
+  config.data.num_train, config.data.base_train, config.data.num_test = 40, 8, 5
+  config.data.hard_fraction, config.data.num_hard_test, config.data.num_validation = 0.5, 6, 4
+  dataset = pipeline.load(config.data)
+  assert sorted(dataset.splits) == ["test_hard", "validation", "validation_hard"]
+  assert dataset.splits["test_hard"]["tokens"].shape == (6, 81)
+  assert dataset.splits["validation"]["tokens"].shape == (4, 81)
+
+  def puzzles(tokens, given):
+    return np.where(given, tokens + 1, 0)
+
+  def hard(puzzle) -> bool:
+    return sudoku.count_solutions(puzzle) == 1 and not sudoku.solvable_by_singles(puzzle)
+
+  train = puzzles(dataset.train, dataset.train_given)
+  is_hard = np.array([hard(p) for p in train])
+  assert is_hard.sum() == 20  # examples expand base puzzles in turn: 4 of the 8 are hard
+  assert np.all((train[is_hard] > 0).sum(axis=1) >= 24) and np.all((train[~is_hard] > 0).sum(axis=1) == 30)
+  for split, want_hard in (("test_hard", True), ("validation_hard", True), ("validation", False)):
+    arrays = dataset.splits[split]
+    assert sudoku.is_valid_solution(arrays["tokens"] + 1).all()
+    for p in puzzles(arrays["tokens"], arrays["given"]):
+      assert hard(p) == want_hard and ((p > 0).sum() >= 24 if want_hard else (p > 0).sum() == 30)
+  grids = {"train": dataset.train, "test": dataset.test}
+  grids.update({split: arrays["tokens"] for split, arrays in dataset.splits.items()})
+  seen: dict[bytes, str] = {}
+  for split, tokens in grids.items():  # no solution grid in two splits
+    for row in {row.tobytes() for row in tokens}:
+      assert seen.setdefault(row, split) == split
+
+
 def _tiny_model(method: str, data_dir: str):
   config = shrink(load_config("sudoku.py", method), data_dir)
   config.data.num_train, config.data.base_train, config.data.num_test = 60, 12, 8
+  config.data.hard_fraction, config.data.num_hard_test, config.data.num_validation = 0.0, 0, 0
   dataset = pipeline.load(config.data)
   model = model_lib.build_model(config, dataset.vocab_size, dataset.length)
   params = jax.jit(model.init)(
@@ -251,24 +288,64 @@ def test_paired_difference_interval():
 
 def test_report_compares_runs_puzzle_by_puzzle(tmp_path):
   rng = np.random.default_rng(1)
-  mdm = {"acc@margin@nfe5": rng.random(500) < 0.2, "acc@margin@nfe10": rng.random(500) < 0.6}
+  mdm = {
+    "acc@margin@nfe5": rng.random(500) < 0.2,
+    "acc@margin@nfe10": rng.random(500) < 0.6,
+    "acc_hard@margin@nfe5": rng.random(300) < 0.1,
+  }
   vmd = {
     "acc@margin@nfe5": mdm["acc@margin@nfe5"] | (rng.random(500) < 0.3),
     "acc@margin@nfe10": mdm["acc@margin@nfe10"],
+    "acc_hard@margin@nfe5": mdm["acc_hard@margin@nfe5"] & (rng.random(300) < 0.2),
   }
-  for name, solved in (("mdm", mdm), ("vmd", vmd)):
+  for name, solved in (("mdm", mdm), ("vmd+", vmd)):
     (tmp_path / name).mkdir()
     np.savez(tmp_path / name / "sudoku_solved.npz", **solved)
-    results = {"task": "sudoku", "method": name, "n_test": 500, "steps": 7}
+    results = {"task": "sudoku", "method": name, "n_test": 500, "n_test_hard": 300, "steps": 7}
     results.update({k: 100 * v.mean() for k, v in solved.items()})
     results.update({k + "_se": 1.0 for k in solved})
+    results.update({k.replace("acc", "units"): 50.0 for k in solved})
     (tmp_path / name / "results.json").write_text(json.dumps(results))
-  text = report.main([str(tmp_path)])
-  assert "| mdm | margin | 7 | 500 |" in text and "| vmd | margin | 7 | 500 |" in text
-  rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| margin |")}
-  assert rows["5"].endswith("| VMD better |") and rows["10"].endswith("| within the interval |")
+  figures = tmp_path / "figures"
+  text = report.main([str(tmp_path)], str(figures))
+  assert "| mdm | easy | margin | 7 | 500 |" in text and "| vmd+ | hard | margin | 7 | 300 |" in text
+  assert "% valid units in unsolved grids" in text and "| 50.0 |" in text
+  rows = {
+    tuple(cell.strip() for cell in line.split("|")[1:4]): line
+    for line in text.splitlines()
+    if line.startswith(("| easy | margin |", "| hard | margin |"))
+  }
+  assert rows["easy", "margin", "5"].endswith("| VMD+ better |")
+  assert rows["easy", "margin", "10"].endswith("| within the interval |")
+  assert rows["hard", "margin", "5"].endswith("| MDM better |")
   gain = 100 * (vmd["acc@margin@nfe5"].mean() - mdm["acc@margin@nfe5"].mean())
-  assert f"+{gain:.1f} ±" in rows["5"]
+  assert f"+{gain:.1f} ±" in rows["easy", "margin", "5"]
+  assert os.path.getsize(figures / "sudoku_nfe.png") > 0
+
+
+def test_valid_units_against_brute_force(base):
+  rng = np.random.default_rng(6)
+  grids = np.repeat(base[1], 4, axis=0)  # [24, 81] valid solutions
+  for grid in grids[6:]:
+    cells = rng.choice(81, size=rng.integers(1, 4), replace=False)
+    grid[cells] = rng.integers(0, 10, size=len(cells))  # broken digits, or blanks
+  got = sudoku.valid_units(grids)
+  for grid, units in zip(grids, got, strict=True):
+    g = grid.reshape(9, 9)
+    cells = list(g) + list(g.T) + [g[r : r + 3, c : c + 3].ravel() for r in (0, 3, 6) for c in (0, 3, 6)]
+    expected = [sorted(unit.tolist()) == list(range(1, 10)) for unit in cells]
+    np.testing.assert_array_equal(units, expected)
+    assert units.all() == sudoku.is_valid_solution(grid)
+  assert not got[6:].all(axis=1).all() and got[:6].all()
+
+
+def test_fixed_clue_count_draws_the_puzzles_of_earlier_releases():
+  old = sudoku.make_base_puzzles(3, 30, "singles", seed=2, stream=1)
+  again = sudoku.make_base_puzzles(3, (30, 30), "singles", seed=2, stream=1)
+  np.testing.assert_array_equal(old[0], again[0])
+  ranged = sudoku.make_base_puzzles(12, (24, 26), "beyond_singles", seed=2, stream=1)[0]
+  clues = (ranged > 0).sum(axis=1)
+  assert clues.min() >= 24 and len(set(clues.tolist())) > 1
 
 
 def test_shah_file_through_the_cli(base, tmp_path, data_dir, capsys):
@@ -306,7 +383,7 @@ def test_shah_file_through_the_cli(base, tmp_path, data_dir, capsys):
         key = f"acc@{decoder}@nfe{nfe}"
         assert solved[key].shape == (10,)  # the table's share is that of the per-puzzle outcomes
         np.testing.assert_allclose(results[key], 100.0 * solved[key].mean())
-  assert "| vmd | margin |" in out.stdout
+  assert "| vmd | file | margin |" in out.stdout
   assert os.path.getsize(workdir / "sudoku_grids.png") > 0
   bad = tmp_path / "bad.npy"
   np.save(bad, np.zeros((4, 325), np.int64))
@@ -318,3 +395,37 @@ def test_shah_file_through_the_cli(base, tmp_path, data_dir, capsys):
     data_dir=data_dir,
   )
   assert out.returncode == 2 and out.stderr.startswith("error:") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_generated_run_evaluates_both_sets_on_the_chosen_split(tmp_path, data_dir):
+  """A tiny vmd+ run on generated puzzles: easy and hard sets, from validation or test, with the
+  per-puzzle outcomes and the valid-unit share of the unsolved grids."""
+  small = [
+    "--config.data.num_train=40",
+    "--config.data.base_train=8",
+    "--config.data.num_test=5",
+    "--config.data.num_hard_test=6",
+    "--config.data.num_validation=4",
+    "--config.train.steps=2",
+    "--config.eval.nfes=(5,)",
+  ]
+  workdir = tmp_path / "run"
+  validation = "--config.eval.split=validation"
+  out = run_in_process(workdir, "configs/sudoku.py:vmd+", *small, validation, data_dir=data_dir)
+  assert out.returncode == 0, out.stderr[-2000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["eval_split"] == "validation" and results["n_test"] == 4 and results["n_test_hard"] == 4
+  with np.load(workdir / "sudoku_solved.npz") as solved:
+    for prefix in ("", "_hard"):
+      for decoder in ("margin", "top_prob"):
+        key = f"acc{prefix}@{decoder}@nfe5"
+        assert solved[key].shape == (4,)
+        np.testing.assert_allclose(results[key], 100.0 * solved[key].mean())
+        units = results[f"units{prefix}@{decoder}@nfe5"]
+        assert np.isnan(units) if solved[key].all() else 0.0 <= units < 100.0
+  assert "| vmd+ | hard | margin |" in out.stdout and "% valid units in unsolved grids" in out.stdout
+  out = run_in_process(workdir, "configs/sudoku.py:vmd+", *small, "--mode=eval", data_dir=data_dir)
+  results = json.loads((workdir / "results.json").read_text())
+  assert out.returncode == 0 and results["eval_split"] == "test"
+  assert results["n_test"] == 5 and results["n_test_hard"] == 6
+  assert os.path.getsize(workdir / "sudoku_grids_hard.png") > 0

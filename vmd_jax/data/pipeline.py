@@ -58,6 +58,8 @@ class Dataset:
   train_given: np.ndarray | None = None
   test_given: np.ndarray | None = None  # [num_test, length] bool
   decode: Callable[[np.ndarray], str] | None = None  # token ids [length] -> text, for datasets of text
+  # the builder's other splits (validation sets, a second test set): split -> {"tokens", "given"?} [N, L]
+  splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
   @property
   def length(self) -> int:
@@ -92,6 +94,12 @@ def load(data_config) -> Dataset:
   source = SOURCES[data_config.name]
   builder, vocab_size, decode = distributed.once("prepare_data", lambda: source(data_config))
   train, test = _read_split(builder, "train"), _read_split(builder, "test")
+  others = sorted(set(builder.info.splits) - {"train", "test"})
+  splits = {}
+  for split in others:
+    arrays = _read_split(builder, split)
+    arrays["tokens"] = arrays["tokens"].astype(np.int32, copy=False)
+    splits[split] = arrays
   return Dataset(
     name=data_config.name,
     train=train["tokens"].astype(np.int32, copy=False),
@@ -100,6 +108,7 @@ def load(data_config) -> Dataset:
     train_given=train.get("given"),
     test_given=test.get("given"),
     decode=decode,
+    splits=splits,
   )
 
 

@@ -11,7 +11,11 @@ only puzzles that singles cannot finish. Each example is a base puzzle under a r
 Sudoku symmetry group (digit relabelling, row and column permutations within bands and stacks, band and
 stack permutations, transpose), which keeps validity, uniqueness and the techniques needed. Train and
 test come from base puzzles of disjoint seed streams, so a test puzzle is never a transformed training
-puzzle (barring an astronomically unlikely coincidence of two random puzzles).
+puzzle (barring an astronomically unlikely coincidence of two random puzzles). The hard side (fields
+hard_fraction, hard_clues, num_hard_test, num_validation): a share of the training base puzzles, a
+'test_hard' split and a 'validation_hard' split are beyond singles with a clue count drawn from
+hard_clues (removal stops there, or earlier where no clue can go); 'validation' holds puzzles like
+'test'. Each split has a seed stream of its own.
 
 Files (dataset 'sudoku_file', data.path): the format of Shah et al. 2024 (rows of 325 integers: the
 number of givens, then 81 quadruples (row, col, value, strategy) with the givens first), as .npy or text,
@@ -166,6 +170,14 @@ def is_valid_solution(solution, puzzle=None) -> np.ndarray:
   return ok.reshape(np.shape(solution)[:-1])
 
 
+def valid_units(grids) -> np.ndarray:
+  """Which of the 27 units (rows, then columns, then boxes) of each grid [..., 81] are a permutation of
+  1..9: bool [..., 27]."""
+  flat = np.asarray(grids).reshape(-1, 81).astype(np.int64)
+  ok = np.stack([np.all(np.sort(flat[:, unit], axis=1) == np.arange(1, 10), axis=1) for unit in _UNITS], 1)
+  return ok.reshape(np.shape(grids)[:-1] + (27,))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Generation.
 
@@ -230,10 +242,16 @@ def apply_symmetries(grids: np.ndarray, sym: dict[str, np.ndarray]) -> np.ndarra
   return g.astype(grids.dtype)
 
 
-def make_base_puzzles(num: int, clues: int, difficulty: str, seed: int, stream: int):
-  """num base puzzles and solutions [num, 81] int8 from the seed stream (seed, stream)."""
+def make_base_puzzles(num: int, clues, difficulty: str, seed: int, stream: int):
+  """num base puzzles and solutions [num, 81] int8 from the seed stream (seed, stream). clues: the
+  target clue count, or (low, high) to draw each puzzle's target uniformly from low..high."""
   rng = np.random.default_rng([seed, stream])
-  pairs = [make_puzzle(rng, clues, difficulty) for _ in range(num)]
+  low, high = (clues, clues) if np.ndim(clues) == 0 else (int(clues[0]), int(clues[1]))
+  # a single target draws nothing, so the puzzles of a fixed clue count are those of earlier releases
+  targets = np.full(num, low) if low == high else rng.integers(low, high + 1, size=num)
+  pairs = [make_puzzle(rng, int(target), difficulty) for target in targets]
+  if not pairs:
+    return np.zeros((0, LENGTH), np.int8), np.zeros((0, LENGTH), np.int8)
   return np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs])
 
 
@@ -376,7 +394,9 @@ def _examples(puzzles: np.ndarray, solutions: np.ndarray, offset: int = 0):
 
 @dataclasses.dataclass(eq=False, kw_only=True)
 class GeneratedConfig(tfds.core.BuilderConfig):
-  """How many puzzles, from how many base puzzles, with how many clues and which difficulty."""
+  """How many puzzles, from how many base puzzles, with how many clues and which difficulty; and the
+  hard side: the share of training base puzzles that are hard, the hard clue range, the size of the
+  hard test set and of each validation set."""
 
   num_train: int
   num_test: int
@@ -384,6 +404,22 @@ class GeneratedConfig(tfds.core.BuilderConfig):
   clues: int
   difficulty: str
   seed: int
+  hard_fraction: float = 0.0
+  hard_clues: tuple[int, int] = (24, 26)
+  num_hard_test: int = 0
+  num_validation: int = 0
+
+
+# split -> (seed stream of its base puzzles, whether its puzzles are hard). Every split draws its base
+# puzzles from its own stream, so no held-out puzzle is a transformed training puzzle; the training
+# split's hard base puzzles come from stream 5.
+_SPLITS = {"train": (0, False), "test": (1, False), "validation": (2, False), "test_hard": (3, True)}
+_SPLITS["validation_hard"] = (4, True)
+_HARD_TRAIN_STREAM = 5
+
+
+def _has_hard(cfg: GeneratedConfig) -> bool:
+  return cfg.hard_fraction > 0 or cfg.num_hard_test > 0
 
 
 class _SudokuBuilder(tfds.core.GeneratorBasedBuilder):
@@ -397,21 +433,52 @@ class _SudokuBuilder(tfds.core.GeneratorBasedBuilder):
 
 class SudokuGenerated(_SudokuBuilder):
   """Seeded unique-solution puzzles: 'train' (base_train base puzzles, each expanded by random
-  symmetries) and 'test' (num_test further base puzzles, one random symmetry each)."""
+  symmetries; a hard_fraction share of them hard) and 'test' (num_test further base puzzles, one
+  random symmetry each); with num_hard_test, 'test_hard' (hard base puzzles: difficulty beyond_singles,
+  hard_clues clues); with num_validation, 'validation' (and 'validation_hard' when there is a hard
+  side) for choosing recipes without the test sets."""
 
   BUILDER_CONFIG_CLASS = GeneratedConfig
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    return {"train": self._generate_examples(split=0), "test": self._generate_examples(split=1)}
-
-  def _generate_examples(self, split: int):
     cfg = self.builder_config
-    num, bases = (cfg.num_train, cfg.base_train) if split == 0 else (cfg.num_test, cfg.num_test)
-    puzzles, solutions = make_base_puzzles(bases, cfg.clues, cfg.difficulty, cfg.seed, stream=split)
+    sizes = {"train": cfg.num_train, "test": cfg.num_test, "test_hard": cfg.num_hard_test}
+    sizes["validation"] = cfg.num_validation
+    sizes["validation_hard"] = cfg.num_validation if _has_hard(cfg) else 0
+    return {split: self._generate_examples(split=split) for split, num in sizes.items() if num > 0}
+
+  def _bases(self, split: str):
+    cfg = self.builder_config
+    stream, hard = _SPLITS[split]
+    if hard:
+      return make_base_puzzles(
+        cfg.num_hard_test if split == "test_hard" else cfg.num_validation,
+        tuple(cfg.hard_clues),
+        "beyond_singles",
+        cfg.seed,
+        stream,
+      )
+    if split != "train":
+      return make_base_puzzles(
+        cfg.num_test if split == "test" else cfg.num_validation, cfg.clues, cfg.difficulty, cfg.seed, stream
+      )
+    num_hard = int(round(cfg.hard_fraction * cfg.base_train))
+    puzzles, solutions = make_base_puzzles(cfg.base_train - num_hard, cfg.clues, cfg.difficulty, cfg.seed, 0)
+    if num_hard:
+      hard_clues = tuple(cfg.hard_clues)
+      hard = make_base_puzzles(num_hard, hard_clues, "beyond_singles", cfg.seed, _HARD_TRAIN_STREAM)
+      puzzles, solutions = np.concatenate([puzzles, hard[0]]), np.concatenate([solutions, hard[1]])
+    return puzzles, solutions
+
+  def _generate_examples(self, split: str):
+    cfg = self.builder_config
+    puzzles, solutions = self._bases(split)
+    num = cfg.num_train if split == "train" else len(puzzles)  # a held-out base puzzle appears once
+    bases, stream = len(puzzles), _SPLITS[split][0]
     for start in range(0, num, _CHUNK):
       base = np.arange(start, min(num, start + _CHUNK)) % bases  # example i expands base i % bases
-      rng = np.random.default_rng([cfg.seed, split, start])
+      rng = np.random.default_rng([cfg.seed, stream, start])
       yield from _examples(*expand(puzzles, solutions, base, rng), offset=start)
 
 
@@ -473,13 +540,29 @@ def prepare(data_config) -> tfds.core.GeneratorBasedBuilder:
     raise ConfigError(f"data.clues={clues}: must be in 17..80")
   if d.difficulty not in DIFFICULTIES:
     raise ConfigError(f"data.difficulty={d.difficulty!r}: choose one of {', '.join(DIFFICULTIES)}")
+  hard_fraction = float(d.get("hard_fraction", 0.0))
+  if not 0.0 <= hard_fraction <= 1.0:  # also rejects NaN
+    raise ConfigError(f"data.hard_fraction must be in [0, 1], got {d.get('hard_fraction')!r}")
+  hard_clues = tuple(d.get("hard_clues", (24, 26)))
+  if len(hard_clues) != 2 or not 17 <= int(hard_clues[0]) <= int(hard_clues[1]) <= 80:
+    raise ConfigError(f"data.hard_clues={hard_clues!r}: must be (low, high) with 17 <= low <= high <= 80")
+  hard_clues = (int(hard_clues[0]), int(hard_clues[1]))
+  num_hard_test = config_int("num_hard_test", d.get("num_hard_test", 0), minimum=0)
+  num_validation = config_int("num_validation", d.get("num_validation", 0), minimum=0)
+  name = f"{d.difficulty}_c{clues}_b{base_train}_n{num_train}_{num_test}_s{seed}"
+  if hard_fraction > 0 or num_hard_test > 0 or num_validation > 0:  # earlier releases' names otherwise
+    name += f"_h{hard_fraction:g}_c{hard_clues[0]}-{hard_clues[1]}_t{num_hard_test}_v{num_validation}"
   config = GeneratedConfig(
-    name=f"{d.difficulty}_c{clues}_b{base_train}_n{num_train}_{num_test}_s{seed}",
+    name=name,
     num_train=num_train,
     num_test=num_test,
     base_train=min(base_train, num_train),
     clues=clues,
     difficulty=d.difficulty,
     seed=seed,
+    hard_fraction=hard_fraction,
+    hard_clues=hard_clues,
+    num_hard_test=num_hard_test,
+    num_validation=num_validation,
   )
   return prepare_offline(SudokuGenerated(config=config, data_dir=d.data_dir, file_format="array_record"))

@@ -1,7 +1,8 @@
 """Sudoku solving, clue-conditioned: `configs/sudoku.py:<method>[,<size>]`, or `:compare[,<size>]`.
 
-method: mdm, vmd (the paper's), vmd+ (the recommended recipe) or global; size: cpu (default; under an
-hour of training on 2 CPU cores) or gpu (the paper's scale, a 6M-parameter denoiser). `compare` trains
+method: mdm, vmd (the paper's), vmd+ (the synthetic sets' recipe; on Sudoku its z went unused and it
+lost to MDM at few steps: README) or global; size: cpu (default; 5,000 steps of batch 64, 67 to 84
+minutes of training per run on one CPU core) or gpu (the paper's scale, a 6M-parameter denoiser). `compare` trains
 and evaluates MDM, the paper's VMD and vmd+ in DIR/mdm, DIR/vmd and DIR/vmd+ (in that order) and
 prints the accuracy tables with each VMD's paired difference from MDM and its 95% interval.
 

@@ -413,9 +413,11 @@ def test_generated_run_evaluates_both_sets_on_the_chosen_split(tmp_path, data_di
   validation = "--config.eval.split=validation"
   out = run_in_process(workdir, "configs/sudoku.py:vmd+", *small, validation, data_dir=data_dir)
   assert out.returncode == 0, out.stderr[-2000:]
-  results = json.loads((workdir / "results.json").read_text())
+  # a validation evaluation has files of its own: results.json stays the test split's
+  assert not (workdir / "results.json").exists()
+  results = json.loads((workdir / "results_validation.json").read_text())
   assert results["eval_split"] == "validation" and results["n_test"] == 4 and results["n_test_hard"] == 4
-  with np.load(workdir / "sudoku_solved.npz") as solved:
+  with np.load(workdir / "sudoku_solved_validation.npz") as solved:
     for prefix in ("", "_hard"):
       for decoder in ("margin", "top_prob"):
         key = f"acc{prefix}@{decoder}@nfe5"
@@ -428,4 +430,7 @@ def test_generated_run_evaluates_both_sets_on_the_chosen_split(tmp_path, data_di
   results = json.loads((workdir / "results.json").read_text())
   assert out.returncode == 0 and results["eval_split"] == "test"
   assert results["n_test"] == 5 and results["n_test_hard"] == 6
+  assert json.loads((workdir / "results_validation.json").read_text())["n_test"] == 4
+  assert "| vmd+ | easy | margin | 2 | 4 |" in report.main([str(workdir)], split="validation")
+  assert "| vmd+ | easy | margin | 2 | 5 |" in report.main([str(workdir)])
   assert os.path.getsize(workdir / "sudoku_grids_hard.png") > 0

@@ -43,8 +43,15 @@ def write_json(path: str, payload) -> None:
       json.dump(payload, f, indent=2, sort_keys=True)
 
 
+def results_name(split: str = "test") -> str:
+  """The file a run's evaluation on `split` is written to: results.json for the test split (the one
+  `load`, the report and the launch scripts read), results_<split>.json for another (eval.split)."""
+  return "results.json" if split == "test" else f"results_{split}.json"
+
+
 def evaluate(run: Run, extra: dict | None = None) -> dict:
-  """Evaluate a run with its task and write workdir/results.json: the results dict."""
+  """Evaluate a run with its task and write workdir/results.json (results_<split>.json when the
+  task's eval.split is not the test split): the results dict."""
   results = tasks.evaluate(run)
   c = run.config
   results.update(
@@ -59,7 +66,7 @@ def evaluate(run: Run, extra: dict | None = None) -> dict:
       **(extra or {}),
     }
   )
-  write_json(os.path.join(run.workdir, "results.json"), results)
+  write_json(os.path.join(run.workdir, results_name(c.eval.get("split", "test"))), results)
   return results
 
 

@@ -1,7 +1,8 @@
 """Command line: `python -m vmd_jax.main --config=configs/<file>.py[:<arg>] --workdir=DIR [--mode=...]`.
 
 train (default): train to config.train.steps (resuming from DIR's checkpoint if any), evaluate, and
-  write DIR/results.json; eval: evaluate the latest checkpoint; sample: write samples at each eval NFE;
+  write DIR/results.json (results_validation.json for a task's eval.split=validation); eval: evaluate
+  the latest checkpoint; sample: write samples at each eval NFE;
   prepare: only generate (or convert) the dataset, so that runs started side by side find it ready.
 A compare config (configs/compare.py, the default, or configs/sudoku.py:compare) trains and evaluates
 each of its runs in DIR/<run> (or, with --mode=eval, evaluates their checkpoints), prints its task's

@@ -1,5 +1,6 @@
-"""Tables from results.json files: `python -m vmd_jax.report [--figures=OUT] DIR [DIR ...]` prints
-markdown tables (and draws each task's figures into OUT).
+"""Tables from results.json files: `python -m vmd_jax.report [--figures=OUT] [--split=S] DIR [DIR ...]`
+prints markdown tables (and draws each task's figures into OUT). --split=validation reads the
+evaluations on the validation split (results_validation.json, written with eval.split=validation).
 
 Each DIR is a run's workdir (holding results.json) or a compare workdir (whose runs are its
 subdirectories). The runs are grouped by the task their results name, and each task prints its own
@@ -12,41 +13,41 @@ import os
 import sys
 
 from vmd_jax import tasks
+from vmd_jax.api import results_name
 
 
-def run_directories(directories: list[str]) -> dict[str, str]:
-  """{run name: run workdir} for run workdirs (holding results.json) and for compare workdirs, whose
-  runs are their subdirectories holding results.json."""
+def run_directories(directories: list[str], split: str = "test") -> dict[str, str]:
+  """{run name: run workdir} for run workdirs (holding results.json, or results_<split>.json) and for
+  compare workdirs, whose runs are their subdirectories holding it."""
+  name = results_name(split)
   runs = {}
   for directory in directories:
-    if os.path.exists(os.path.join(directory, "results.json")):
+    if os.path.exists(os.path.join(directory, name)):
       runs[os.path.basename(os.path.normpath(directory))] = directory
       continue
-    subs = sorted(
-      d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, "results.json"))
-    )
+    subs = sorted(d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, name)))
     if not subs:
-      raise FileNotFoundError(f"{directory} holds no results.json, in itself or in a subdirectory")
+      raise FileNotFoundError(f"{directory} holds no {name}, in itself or in a subdirectory")
     runs.update({sub: os.path.join(directory, sub) for sub in subs})
   return runs
 
 
-def load(directories: list[str]) -> dict[str, tuple[dict, str]]:
+def load(directories: list[str], split: str = "test") -> dict[str, tuple[dict, str]]:
   """{run name: (results, workdir)} from run workdirs and compare workdirs."""
   runs = {}
-  for name, directory in run_directories(directories).items():
-    with open(os.path.join(directory, "results.json"), encoding="utf-8") as f:
+  for name, directory in run_directories(directories, split).items():
+    with open(os.path.join(directory, results_name(split)), encoding="utf-8") as f:
       runs[name] = (json.load(f), directory)
   return runs
 
 
-def main(directories: list[str], figures: str | None = None) -> str:
-  """The tables of the runs in directories, a group per task in the order the runs come; with
-  figures, each task's figures are drawn into that directory too."""
+def main(directories: list[str], figures: str | None = None, split: str = "test") -> str:
+  """The tables of the runs in directories (their evaluations on `split`), a group per task in the
+  order the runs come; with figures, each task's figures are drawn into that directory too."""
   by_task: dict[str, dict] = {}
-  for name, (results, directory) in load(directories).items():
+  for name, (results, directory) in load(directories, split).items():
     if "task" not in results:
-      raise ValueError(f"{directory}/results.json names no task: evaluate it again with --mode=eval")
+      raise ValueError(f"{directory}/{results_name(split)} names no task: evaluate it again with --mode=eval")
     by_task.setdefault(results["task"], {})[name] = (results, directory)
   if figures:
     os.makedirs(figures, exist_ok=True)
@@ -57,5 +58,10 @@ def main(directories: list[str], figures: str | None = None) -> str:
 
 if __name__ == "__main__":
   args = sys.argv[1:]
-  out = next((a.split("=", 1)[1] for a in args if a.startswith("--figures=")), None)
-  print(main([a for a in args if not a.startswith("--figures=")], out))
+  options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.startswith("--") and "=" in a}
+  unknown = sorted(set(options) - {"--figures", "--split"})
+  unknown += [a for a in args if a.startswith("--") and "=" not in a]
+  if unknown:
+    sys.exit(f"report: unknown option(s) {unknown}; usage: [--figures=OUT] [--split=S] DIR [DIR ...]")
+  directories = [a for a in args if not a.startswith("--")]
+  print(main(directories, options.get("--figures"), options.get("--split", "test")))

@@ -1,9 +1,14 @@
-"""Sudoku, clue-conditioned: the share of held-out puzzles solved, per decoder order and NFE.
+"""Sudoku, clue-conditioned: the share of held-out puzzles solved, per puzzle set, decoder and NFE.
 
-Evaluation: for each order in eval.decoders and each NFE the share of the first eval.num_samples test
-puzzles solved (`acc@<decoder>@nfe<N>`, with s.e.); sudoku_solved.npz holds the per-puzzle outcomes (for
-paired comparisons between methods) and sudoku_grids.png a few grids of the first decoder at the
-smallest NFE. The report gives, for an MDM and a VMD run, the paired difference with its 95% interval.
+Evaluation, on eval.split (test: the easy `test` and hard `test_hard` splits; validation: their
+validation twins): for each set, each order in eval.decoders and each NFE, the share of the first
+eval.num_samples puzzles solved (`acc<set>@<decoder>@nfe<N>`, set "" easy or "_hard", with s.e.) and the
+share of valid rows, columns and boxes in the grids left unsolved (`units<set>@...`). sudoku_solved.npz
+holds the per-puzzle outcomes (for paired comparisons between methods) and sudoku_grids[_hard].png a few
+grids of the first decoder at the smallest NFE; on the validation split these files, like the results,
+carry a `_validation` suffix, so a test evaluation is never overwritten. The report gives every latent
+method's paired difference from an MDM run with its 95% interval, and figures() draws % solved
+against NFE.
 """
 
 import math
@@ -79,6 +84,15 @@ def _digit_consistent(grid, cell: int) -> bool:
 SETS = {"easy": "", "hard": "_hard"}
 SET_SPLITS = {"test": {"easy": "test", "hard": "test_hard"}}
 SET_SPLITS["validation"] = {"easy": "validation", "hard": "validation_hard"}
+
+
+def _suffix(split: str) -> str:
+  """The suffix of an evaluation's file names: none for the test split, _<split> for another."""
+  return "" if split == "test" else f"_{split}"
+
+
+def _solved_name(split: str) -> str:
+  return f"sudoku_solved{_suffix(split)}.npz"
 
 
 def _cells(results: dict[str, dict], metric: str = "acc"):
@@ -195,6 +209,7 @@ def plot_accuracy(results: dict[str, dict], path: str) -> None:
     ax.set_title(f"{name} puzzles (n = {n})")
     nfe_ticks = sorted({c[2] for c in cells})
     ax.set_xticks(nfe_ticks, [str(t) for t in nfe_ticks])
+    ax.set_xticks([], minor=True)  # the log axis's own minor labels (6x10^0, ...) would crowd the NFEs
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
@@ -279,10 +294,10 @@ class Sudoku(base.Task):
               out.reveal_step[shown],
               nfe,
               f"{config.label or config.objective.name} ({set_name}), {order}, NFE = {nfe}",
-              os.path.join(run.workdir, f"sudoku_grids{prefix}.png"),
+              os.path.join(run.workdir, f"sudoku_grids{prefix}{_suffix(config.eval.split)}.png"),
             )
     if jax.process_index() == 0:
-      np.savez(os.path.join(run.workdir, "sudoku_solved.npz"), **solved_by_key)
+      np.savez(os.path.join(run.workdir, _solved_name(config.eval.split)), **solved_by_key)
     return results
 
   def solve(self, model, puzzles, nfe: int, order: str, seed: int) -> np.ndarray:
@@ -305,12 +320,13 @@ class Sudoku(base.Task):
       by_method.setdefault(result.get("method"), []).append(workdir)
     if len(by_method.get("mdm", [])) != 1:
       return text
-    with np.load(os.path.join(by_method["mdm"][0], "sudoku_solved.npz")) as f:
+    split = next(iter(runs.values()))[0].get("eval_split", "test")
+    with np.load(os.path.join(by_method["mdm"][0], _solved_name(split))) as f:
       base_solved = dict(f)
     for method, workdirs in by_method.items():  # each other method of one run against the MDM
       if method == "mdm" or len(workdirs) != 1:
         continue
-      with np.load(os.path.join(workdirs[0], "sudoku_solved.npz")) as f:
+      with np.load(os.path.join(workdirs[0], _solved_name(split))) as f:
         solved = dict(f)
       text += "\n\n" + sudoku_difference_table(base_solved, solved, "MDM", str(method).upper())
     return text

@@ -2,9 +2,9 @@
 
 method: mdm, vmd (the paper's), vmd+ (the synthetic sets' recipe; on Sudoku its z went unused and it
 lost to MDM at few steps: README) or global; size: cpu (default; 5,000 steps of batch 64, 67 to 84
-minutes of training per run on one CPU core) or gpu (the paper's scale, a 6M-parameter denoiser). `compare` trains
-and evaluates MDM, the paper's VMD and vmd+ in DIR/mdm, DIR/vmd and DIR/vmd+ (in that order) and
-prints the accuracy tables with each VMD's paired difference from MDM and its 95% interval.
+minutes of training per run on one CPU core) or gpu (the paper's scale, a 6M-parameter denoiser).
+`compare` trains and evaluates MDM, the paper's VMD and vmd+ in DIR/mdm, DIR/vmd and DIR/vmd+ (in
+that order) and prints the accuracy tables with each VMD's paired difference from MDM and its 95% interval.
 
 Data: generated unique-solution puzzles (data.clues, data.difficulty, data.num_train from
 data.base_train base puzzles, a data.hard_fraction share of them hard: data.hard_clues clues, beyond

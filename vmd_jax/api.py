@@ -46,7 +46,7 @@ def write_json(path: str, payload) -> None:
 def results_name(split: str = "test") -> str:
   """The file a run's evaluation on `split` is written to: results.json for the test split (the one
   `load`, the report and the launch scripts read), results_<split>.json for another (eval.split)."""
-  return "results.json" if split == "test" else f"results_{split}.json"
+  return f"results{tasks.base.split_suffix(split)}.json"
 
 
 def evaluate(run: Run, extra: dict | None = None) -> dict:

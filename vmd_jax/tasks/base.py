@@ -57,6 +57,13 @@ class Task:
 REGISTRY: dict[str, Task] = {}
 
 
+def split_suffix(split: str) -> str:
+  """The suffix of an evaluation's file names (results, per-item outcomes, pictures): none for the
+  test split, _<split> for another (eval.split), so that a validation evaluation never overwrites the
+  test split's files."""
+  return "" if split == "test" else f"_{split}"
+
+
 def register(task: Task) -> Task:
   """Add a task to the registry under its name."""
   if task.name in REGISTRY:

@@ -86,13 +86,8 @@ SET_SPLITS = {"test": {"easy": "test", "hard": "test_hard"}}
 SET_SPLITS["validation"] = {"easy": "validation", "hard": "validation_hard"}
 
 
-def _suffix(split: str) -> str:
-  """The suffix of an evaluation's file names: none for the test split, _<split> for another."""
-  return "" if split == "test" else f"_{split}"
-
-
 def _solved_name(split: str) -> str:
-  return f"sudoku_solved{_suffix(split)}.npz"
+  return f"sudoku_solved{base.split_suffix(split)}.npz"
 
 
 def _cells(results: dict[str, dict], metric: str = "acc"):
@@ -294,7 +289,7 @@ class Sudoku(base.Task):
               out.reveal_step[shown],
               nfe,
               f"{config.label or config.objective.name} ({set_name}), {order}, NFE = {nfe}",
-              os.path.join(run.workdir, f"sudoku_grids{prefix}{_suffix(config.eval.split)}.png"),
+              os.path.join(run.workdir, f"sudoku_grids{prefix}{base.split_suffix(config.eval.split)}.png"),
             )
     if jax.process_index() == 0:
       np.savez(os.path.join(run.workdir, _solved_name(config.eval.split)), **solved_by_key)

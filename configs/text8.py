@@ -1,17 +1,22 @@
-"""Block diffusion on text: `configs/text8.py:<method>,block<k>[,<size>]`.
+"""Block diffusion on text: `configs/text8.py:<method>,block<k>[,<size>]` or `configs/text8.py:ar[,<size>]`.
 
-method: vmd, mdm (BD3-LM, the block diffusion baseline) or global; block<k>: blocks of k characters,
-each with its own t and (for vmd) its own latent z_b ~ N(0, I); size:
+method: vmd+ (the recommended recipe), vmd (the paper's objective), mdm (BD3-LM, the block diffusion
+baseline) or global; block<k>: blocks of k characters, each with its own t and (for the latent
+methods) its own z_b ~ N(0, I). `ar` is the autoregressive baseline at the same size: blocks of one
+character, sampled in one step each and trained on exactly that sampler's bound (the stepwise
+objective without a latent), i.e. next-character cross-entropy. size:
 - gpu (default): the paper's scale on text8 (27 characters, the 90M/5M/5M split): a 12-layer, width-768
   denoiser on sequences of 256 characters. text8.zip is downloaded when online; offline, pass
   --config.data.path=DIR (or the zip) holding text8.zip or the extracted text8.
-- cpu: a local corpus at character level (--config.data.path=FILE or FOLDER of UTF-8 text), a 4-layer
-  width-128 denoiser on 64-character sequences, 1,500 steps of batch 32: about 15 minutes of
-  training alone on one CPU core (45 with two runs per core), so MDM and VMD at block sizes 4 and 8
-  take about an hour of one core.
+- cpu: a text8-style corpus (--config.data.path=FILE of space and a-z only, split 90/5/5 like text8:
+  `sotu8` of launch/sotu_corpus.py, or text8 itself; a corpus of other characters takes
+  --config.data.name=text_file), a 4-layer width-128 denoiser on 64-character sequences, 3,500 steps
+  of batch 32 (7.2M characters): about 35 minutes of training on one CPU core for MDM and AR, 55 for
+  vmd+ (README, "Results: text at CPU size").
 Evaluation (task text): bits per character and perplexity bounds (results.json `bpc_bound`,
 `ppl_bound`, plus the finite-NFE and IWAE bounds), samples at each NFE of eval.nfes (NFE counts the
-steps of all blocks) written to the workdir, and the sampler's tokens/s.
+steps of all blocks) written to the workdir with their word and 4-gram statistics, and the sampler's
+tokens/s.
 """
 
 from vmd_jax.defaults import METHODS, apply_method
@@ -21,7 +26,7 @@ from vmd_jax.tasks import base_config
 SIZES = ("gpu", "cpu")
 
 
-def _gpu(config, method: str) -> None:
+def _gpu(config) -> None:
   """The paper's text8 scale: 12 x 768 on 256 characters, 400k steps of batch 256."""
   config.data.name = "text8"
   config.data.seq_length = 256
@@ -30,7 +35,7 @@ def _gpu(config, method: str) -> None:
   config.model.depth = 12
   config.model.num_heads = 12
   config.model.dropout = 0.1
-  config.model.latent_dim = 32 if method != "mdm" else 0
+  config.model.latent_dim = 32 if config.model.latent_dim else 0  # mdm and ar have none
   config.model.encoder_width = 768
   config.model.encoder_depth = 2
   config.train.steps = 400_000
@@ -45,54 +50,77 @@ def _gpu(config, method: str) -> None:
   config.eval.batch_size = 256
 
 
-def _cpu(config, method: str) -> None:
-  """A local corpus at character level: 4 x 128 on 64 characters, 1,500 steps of batch 32."""
-  config.data.name = "text_file"
-  config.data.level = "char"
+def _cpu(config) -> None:
+  """A text8-style corpus: 4 x 128 on 64 characters, 3,500 steps of batch 32."""
+  config.data.name = "text8"
   config.data.seq_length = 64
   config.model.max_length = 64
   config.model.width = 128
   config.model.depth = 4
   config.model.num_heads = 4
-  config.model.latent_dim = 16 if method != "mdm" else 0
+  config.model.latent_dim = 16 if config.model.latent_dim else 0  # mdm and ar have none
   config.model.encoder_width = 128
   config.model.encoder_depth = 1
-  config.train.steps = 1_500
+  config.train.steps = 3_500
   config.train.batch_size = 32
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200
-  config.train.log_every = 100
+  config.train.log_every = 250
   config.train.checkpoint_every = 500
-  config.eval.bound_examples = 500
+  config.eval.bound_examples = 1_000
   config.eval.bound_draws = 16
   config.eval.iwae_k = 4
-  config.eval.batch_size = 64
+  config.eval.batch_size = 256
+
+
+def _parse(arg: str) -> tuple[str, int, str]:
+  """(method, block size, size) of `<method>,block<k>[,<size>]` or `ar[,<size>]`."""
+  parts = arg.split(",")
+  if parts[0] == "ar" and len(parts) <= 2:
+    parts.insert(1, "block1")
+  size = parts[2] if len(parts) == 3 else "gpu"
+  method, block = parts[0], parts[1] if len(parts) > 1 else ""
+  bad = len(parts) not in (2, 3) or size not in SIZES or not block.startswith("block")
+  if bad or method not in (*METHODS, "ar") or (method == "ar" and block != "block1"):
+    raise ConfigError(
+      f"text8 config arg {arg!r}: expected <method>,block<k>[,<size>] with method in {sorted(METHODS)}, "
+      f"or ar[,<size>], and size in {list(SIZES)}"
+    )
+  try:
+    return method, int(block[len("block") :]), size
+  except ValueError:
+    raise ConfigError(f"text8 config arg {arg!r}: block<k> needs an integer k") from None
+
+
+def _autoregressive(config) -> None:
+  """Blocks of one character, one sampler step each, trained on that sampler's bound: the stepwise
+  objective without a latent at NFE = length, whose loss is the next-character cross-entropy."""
+  apply_method(config, "mdm")
+  config.label = "ar"
+  config.objective.name = "stepwise"
+  config.model.time_input = "end"
 
 
 def get_config(arg: str = "vmd,block4"):
   """Config for one method and block size at a size."""
-  parts = arg.split(",")
-  size = parts[2] if len(parts) == 3 else "gpu"
-  method, block = parts[0], parts[1] if len(parts) > 1 else ""
-  if len(parts) not in (2, 3) or method not in METHODS or size not in SIZES or not block.startswith("block"):
-    raise ConfigError(
-      f"text8 config arg {arg!r}: expected <method>,block<k>[,<size>] with method in {sorted(METHODS)} "
-      f"and size in {list(SIZES)}"
-    )
-  try:
-    block_size = int(block[len("block") :])
-  except ValueError:
-    raise ConfigError(f"text8 config arg {arg!r}: block<k> needs an integer k") from None
-  config = apply_method(base_config("text"), method)
+  method, block_size, size = _parse(arg)
+  config = base_config("text")
+  if method == "ar":
+    _autoregressive(config)
+  else:
+    apply_method(config, method)
   config.model.block_size = block_size
   config.objective.kl_warmup_steps = 1_000
-  config.eval.token_rule = "sample"  # text: sampled characters for both methods
+  config.eval.token_rule = "sample"  # text: sampled characters for every method
   config.eval.temperature = 1.0
-  (_gpu if size == "gpu" else _cpu)(config, method)
+  (_gpu if size == "gpu" else _cpu)(config)
   length = config.data.seq_length
   if block_size < 1 or length % block_size:
     raise ConfigError(f"text8 config arg {arg!r}: the block size must divide the sequence length {length}")
   blocks = length // block_size
   config.eval.nfes = tuple(sorted({blocks, blocks * min(4, block_size), length}))  # 1, 4, k steps a block
-  config.eval.num_samples = 8
+  if method == "ar":
+    config.objective.nfes = (length,)
+    config.eval.iwae_k = 1  # one reveal order: every draw of a path is the same
+  config.eval.num_samples = 256
   return config

@@ -33,7 +33,7 @@ runs=(
   "syn_pair_corr_global|configs/synthetic.py:pair_corr,global|--config.data.num_train=2000 --config.data.num_test=200"
   "sudoku|configs/sudoku.py:vmd|--config.data.num_train=200 --config.data.base_train=20 --config.data.num_test=40 ${small[*]} --config.eval.batch_size=50 --config.eval.nfes=(5,10)"
   "sequences|configs/sequences.py:vmd|--config.data.path=$out/sequences.npy --config.eval.nfes=(1,4,8)"
-  "text|configs/text8.py:vmd,block4,cpu|--config.data.path=$out/corpus.txt ${small[*]}"
+  "text|configs/text8.py:vmd,block4,cpu|--config.data.name=text_file --config.data.path=$out/corpus.txt ${small[*]}"
 )
 mkdir -p "$out/new" "$out/old"
 for side in new old; do

@@ -222,6 +222,48 @@ def test_block_bounds_match_exact_enumeration():
   np.testing.assert_allclose(np.asarray(objectives.iwae_bound(paths).sum(-1)), exact_nll, atol=0.05)
 
 
+def test_blocks_of_one_make_an_autoregressive_model_trained_on_its_exact_nll():
+  """configs/text8.py:ar: blocks of one token, no latent, the stepwise objective at NFE = length. Its
+  loss has no noise left and is -log p(x0) of a normalised left-to-right model, the bound at one step a
+  block equals it, and the sampler at one step a block draws from that distribution."""
+  length, vocab = 4, 3
+  denoiser = networks.Denoiser(vocab, length, width=16, depth=2, num_heads=2, block_size=1, time_input="end")
+  model = networks.VMDModel(denoiser, None)
+  params = _params(model, length=length, noise=0.5)
+  every = jnp.asarray(list(itertools.product(range(vocab), repeat=length)))  # [81, length]
+  schedule = get_schedule("linear")
+  settings = objectives.ObjectiveSettings(name="stepwise", schedule=schedule, nfes=(length,))
+
+  @jax.jit
+  def loss(key):
+    return objectives.stepwise_loss(model, params, {"tokens": every}, key, settings, 0, train=False)[0]
+
+  nll = np.asarray(loss(jax.random.PRNGKey(0)), np.float64)  # [81] nats
+  np.testing.assert_allclose(np.asarray(loss(jax.random.PRNGKey(1))), nll, rtol=1e-6)  # no noise
+  assert abs(np.exp(-nll).sum() - 1.0) < 1e-5  # a normalised distribution over the 81 sequences
+  log_w = objectives.trajectory_log_weights(model, params, every, jax.random.PRNGKey(2), schedule, 1, True)
+  np.testing.assert_allclose(-np.asarray(log_w).sum(-1), nll, rtol=1e-5)
+  # left to right: position b's probability reads only the tokens before it
+  masked = jnp.arange(length) >= 2  # p(x_2 | x_0, x_1) with x_2 and x_3 hidden
+  denoise = _denoise_fn(model)
+  t = jnp.zeros((len(every), length))
+  base = denoise(params, jnp.where(masked, vocab, every), t, None, every)[:, 2]
+  later = every.at[:, 3].set((every[:, 3] + 1) % vocab)
+  np.testing.assert_allclose(denoise(params, jnp.where(masked, vocab, later), t, None, later)[:, 2], base)
+  sample = samplers.make_block_sampler(
+    model_lib.block_fns(model),
+    block_size=1,
+    nfe_per_block=1,
+    mask_id=vocab,
+    schedule=schedule,
+    options=samplers.SamplerOptions(token_rule="sample"),
+    time_input="end",
+  )
+  draws = np.asarray(sample(params, jax.random.PRNGKey(3), jnp.full((40_000, length), vocab)).tokens)
+  counts = np.bincount(draws @ vocab ** np.arange(length - 1, -1, -1), minlength=len(every))
+  assert 0.5 * np.abs(counts / len(draws) - np.exp(-nll)).sum() < 0.03  # total variation
+
+
 def test_block_posterior_per_block_and_prefix_option():
   x0 = _x0()
   masked = jnp.zeros((3, L), bool)
@@ -257,6 +299,7 @@ def test_text_config_trains_evaluates_and_writes_samples_through_the_cli(tmp_pat
   proc = run_in_process(
     str(workdir),
     "configs/text8.py:vmd,block4,cpu",
+    "--config.data.name=text_file",
     f"--config.data.path={corpus}",
     "--config.data.seq_length=16",
     "--config.model.max_length=16",

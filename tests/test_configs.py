@@ -113,9 +113,15 @@ def test_block_configs_validate_and_build_latents_per_block():
         validate(config)
         blocks = config.data.seq_length // block
         assert config.model.block_size == block and all(n % blocks == 0 for n in config.eval.nfes)
+  for size in ("cpu", "gpu"):  # the AR baseline: blocks of one token, one step each, no latent
+    config = load_config("text8.py", f"ar,{size}")
+    validate(config)
+    length = config.data.seq_length
+    assert (config.model.block_size, config.model.latent_dim, config.objective.name) == (1, 0, "stepwise")
+    assert config.eval.nfes == config.objective.nfes == (length,)
   gpu = load_config("text8.py", "vmd,block4")
   assert (gpu.model.depth, gpu.model.width, gpu.data.name) == (12, 768, "text8")
-  for bad in ("vmd", "vmd,block3", "vmd,blockx", "vmd,block4,tpu", "x,block4"):
+  for bad in ("vmd", "vmd,block3", "vmd,blockx", "vmd,block4,tpu", "x,block4", "ar,block4", "ar,cpu,x"):
     with pytest.raises(ConfigError, match="text8 config arg"):
       load_config("text8.py", bad)
   with pytest.raises(ConfigError, match="block size 3 must divide"):

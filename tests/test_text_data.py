@@ -257,3 +257,56 @@ def test_html_to_text_keeps_prose_and_drops_markup(tmp_path):
     ["--drop-code", "-o", str(tmp_path / "out.txt"), str(tmp_path / "a.html"), str(tmp_path / "a.html")]
   )
   assert (tmp_path / "out.txt").read_text().count("Some emphasised prose & more.") == 2
+
+
+def test_to_text8_follows_text8s_rules():
+  assert text.to_text8('In 1984, Mr. Smith\'s   café -- "naïve" [Applause]\n') == (
+    "in one nine eight four mr smith s cafe naive applause"
+  )
+  assert text.to_text8("  \u2014 42 \u2014 ") == "four two" and text.to_text8("?!") == ""
+
+
+def _launch_module(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "launch", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_sotu_corpus_reads_the_package_as_tarball_or_folder_alike(tmp_path):
+  import io
+  import tarfile
+
+  sotu = _launch_module("sotu_corpus")
+  addresses = {
+    "1790_george_washington_n.txt": "Fellow-Citizens: In 1790 we met.",
+    "2016_barack_obama_d.txt": "Thank you. [Laughter] Tonight marks the 8th year.",
+  }
+  folder = tmp_path / "datasets-sotu" / "data"
+  folder.mkdir(parents=True)
+  with tarfile.open(tmp_path / "sotu.tgz", "w:gz") as archive:
+    for name, content in {**addresses, "1790_george_washington_n.json": "{}"}.items():
+      data = content.encode()
+      member = tarfile.TarInfo(f"package/data/{name}")
+      member.size = len(data)
+      archive.addfile(member, io.BytesIO(data))
+      (folder / name).write_text(content)
+  from_tarball = sotu.read_addresses(str(tmp_path / "sotu.tgz"))
+  assert from_tarball == sotu.read_addresses(str(folder.parent)) == addresses
+  corpus = sotu.build(from_tarball)
+  first = "fellow citizens in one seven nine zero we met"
+  second = "thank you tonight marks the eight th year"  # the bracketed note is gone
+  assert corpus in (f"{first} {second}", f"{second} {first}")
+
+
+def test_sample_statistics_count_words_and_distinct_4grams():
+  from vmd_jax.tasks.text import sample_statistics
+
+  words = frozenset({"the", "cat", "sat"})
+  stats = sample_statistics(["xthe cat dog satx", "he the the the th"], words)
+  # inner words: [cat, dog] -> 1/2 and [the, the, the] -> 1
+  assert stats["word_valid"] == pytest.approx(75.0)
+  assert stats["word_valid_se"] == pytest.approx(np.std([50, 100], ddof=1) / np.sqrt(2))
+  assert sample_statistics(["aaaaaaa"], words)["distinct4"] == pytest.approx(100 / 4)  # 4 grams, 1 distinct
+  assert sample_statistics(["abcdefg"], words)["distinct4"] == 100.0
+  assert "word_valid" not in sample_statistics(["one two"], words)  # no inner word: nothing to count

@@ -27,7 +27,7 @@ def compute_dtype(name: str):
   return DTYPES[name]
 
 
-def check_config(model_config, has_latent: bool) -> None:
+def check_config(model_config, has_latent: bool | None) -> None:
   """Raise ConfigError, naming the field, for model options no network could use."""
   m = model_config
   for name in ("width", "depth", "num_heads", "mlp_ratio", "max_length", "encoder_width", "encoder_depth"):
@@ -47,7 +47,7 @@ def check_config(model_config, has_latent: bool) -> None:
     raise ConfigError(f"model.block_size={m.block_size}: must be >= 0 (0: no blocks)")
   if m.time_input not in TIME_INPUTS:
     raise ConfigError(f"model.time_input={m.time_input!r}: choose one of {list(TIME_INPUTS)}")
-  if (m.latent_dim > 0) != has_latent:
+  if has_latent is not None and (m.latent_dim > 0) != has_latent:
     raise ConfigError(
       f"model.latent_dim={m.latent_dim}: the objective "
       + ("needs a latent (latent_dim > 0)" if has_latent else "needs latent_dim = 0")

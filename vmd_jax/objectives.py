@@ -325,9 +325,11 @@ def stepwise_loss(model, params, batch, key, settings, step, train=True):
   # the fixed z's q is the encoder at the full mask that sees every token; a fresh z's r the step's
   encoder_masked = s.masked_t | fixed_tokens
   encoder_hidden = s.masked_s & ~fixed_tokens
-  posterior = model.apply(params, x0, encoder_masked, train, encoder_hidden, method="posterior")
-  z = networks.sample_gaussian(posterior, z_key)  # [batch, (blocks,) latent_dim]
-  z = jnp.where(used.reshape(z.shape[:-1] + (1,)), z, 0.0)
+  posterior, z = None, None  # without a latent: the bound of the MDM sampler, no z and no KL
+  if model.latent_dim > 0:
+    posterior = model.apply(params, x0, encoder_masked, train, encoder_hidden, method="posterior")
+    z = networks.sample_gaussian(posterior, z_key)  # [batch, (blocks,) latent_dim]
+    z = jnp.where(used.reshape(z.shape[:-1] + (1,)), z, 0.0)
   x_t = jnp.where(s.masked_t, model.vocab_size, x0)
   logits = _denoise(model, params, x_t, s.time if blocks > 1 else s.time[:, 0], z, drop_key, train, x0)
   revealed = s.masked_t & ~s.masked_s
@@ -341,12 +343,15 @@ def stepwise_loss(model, params, batch, key, settings, step, train=True):
 
     share = per_block_count(revealed) / jnp.maximum(per_block_count(s.masked_t), 1)
     recon = jnp.where(order_free, share * every, recon)
+  terms = {"recon": jnp.sum(s.weight * recon, axis=-1)}
+  if posterior is None:
+    return terms["recon"], terms
   kl_dims = networks.per_block(networks.kl_to_prior(posterior), 2)  # [batch, blocks, latent_dim]
   kl_share = jnp.where(fixed, 1.0 / jnp.maximum(s.num_parallel, 1), 1.0) * used  # [batch, blocks]
   kl_term = kl_share * free_bits_kl(kl_dims, settings.free_bits)
   loss = jnp.sum(s.weight * (recon + kl_weight(settings, step) * kl_term), axis=-1)
-  kl = jnp.sum(s.weight * kl_share * jnp.sum(kl_dims, -1), -1)
-  return loss, {"recon": jnp.sum(s.weight * recon, axis=-1), "kl": kl}
+  terms["kl"] = jnp.sum(s.weight * kl_share * jnp.sum(kl_dims, -1), -1)
+  return loss, terms
 
 
 OBJECTIVES: dict[str, Callable[..., Any]] = {
@@ -357,9 +362,15 @@ OBJECTIVES: dict[str, Callable[..., Any]] = {
 }
 
 
-def needs_latent(name: str) -> bool:
-  """Whether the objective trains a latent-variable model."""
-  return name != "mdm"
+# objective -> whether its model has a latent: True, False, or None for either (stepwise without a
+# latent trains the bound of the MDM sampler it runs; at one step per block of one token, an AR model)
+LATENT = {"mdm": False, "vmd": True, "global": True, "stepwise": None}
+
+
+def needs_latent(name: str) -> bool | None:
+  """Whether the objective trains a latent-variable model (True), a model without one (False), or
+  either (None)."""
+  return LATENT[name]
 
 
 def loss_fn(model, params, batch, key, settings: ObjectiveSettings, step, train: bool = True):
@@ -376,7 +387,7 @@ def loss_fn(model, params, batch, key, settings: ObjectiveSettings, step, train:
   metrics = {name: jnp.mean(value) / length for name, value in terms.items()}
   loss = jnp.mean(per_seq) / length
   metrics["loss"] = loss
-  if needs_latent(settings.name):
+  if model.latent_dim > 0:
     metrics["beta"] = kl_weight(settings, step)
   return loss, metrics
 

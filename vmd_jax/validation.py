@@ -21,5 +21,5 @@ def validate(config) -> None:
       "model.time_input='end': only the stepwise objective trains a denoiser on the time a step ends to"
     )
   trainer.check_config(config.train)
-  evaluation.check_config(config.eval, has_latent)
+  evaluation.check_config(config.eval, config.model.latent_dim > 0)
   task.check_config(config)

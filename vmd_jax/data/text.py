@@ -25,6 +25,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import unicodedata
 import zipfile
 from collections.abc import Callable
 
@@ -80,6 +82,18 @@ def _text8_table() -> np.ndarray:
   table = np.full(256, 255, dtype=np.uint8)
   table[np.frombuffer(TEXT8_ALPHABET.encode("ascii"), dtype=np.uint8)] = np.arange(len(TEXT8_ALPHABET))
   return table
+
+
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def to_text8(text: str) -> str:
+  """English text in text8's alphabet, by the rules text8 was made with: lower case, each digit spelled
+  out as a word ("1984" -> "one nine eight four"), every other character outside a-z a space, runs of
+  spaces one space, none at either end. Accented Latin letters lose their accents first ("é" -> "e")."""
+  text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+  text = re.sub(r"[0-9]", lambda digit: f" {_DIGIT_WORDS[int(digit.group())]} ", text)
+  return " ".join(re.sub(r"[^a-z]+", " ", text).split())
 
 
 def text8_source(path: str) -> str:

@@ -6,6 +6,11 @@ their own names, all of the sampler that `bound_sampler` names. For each NFE,
 eval.num_samples samples are written to workdir/samples_nfe{N}.txt (decoded) and .npy, and the
 sampler's speed as samples_tokens_per_s@nfe{N} (compilation excluded). With eval.prompt_length = P
 each sample continues the first P tokens of a test sequence, which stay as they are.
+
+Samples are also scored without a likelihood (`sample_statistics`): `word_valid@nfe{N}`, the share of
+their words found in the training split, and `distinct4@nfe{N}`, the share of their character 4-grams
+that are distinct, each with its standard error over samples; `@data` gives both for as many test
+sequences, the level real text reaches.
 """
 
 import time
@@ -18,6 +23,41 @@ from vmd_jax import evaluation, tables
 from vmd_jax.data import text
 from vmd_jax.errors import ConfigError
 from vmd_jax.tasks import base
+
+
+def sample_statistics(texts: list[str], words: frozenset[str]) -> dict[str, float]:
+  """Sample quality a reader can check without a scorer model, in % with standard errors over texts.
+
+  word_valid: per text, the share of its words (space-separated; the first and the last left out, as
+  the window may cut them) that are in `words`, over the texts with such words; distinct4: per text,
+  the share of its character 4-grams that are distinct (repetition lowers it). Each is the mean over
+  texts, with `<name>_se` its standard error.
+  """
+  valid, distinct = [], []
+  for sample in texts:
+    inner = sample.split()[1:-1]
+    if inner:
+      valid.append(100.0 * sum(word in words for word in inner) / len(inner))
+    grams = [sample[i : i + 4] for i in range(len(sample) - 3)]
+    if grams:
+      distinct.append(100.0 * len(set(grams)) / len(grams))
+  stats = {}
+  for name, values in (("word_valid", valid), ("distinct4", distinct)):
+    values = np.asarray(values, np.float64)
+    if len(values):
+      stats[name] = float(values.mean())
+      stats[name + "_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+  return stats
+
+
+def _scored(stats: dict[str, float], at: str) -> dict[str, float]:
+  """sample_statistics' keys under `@<at>` names: word_valid -> word_valid@nfe16, word_valid_se ->
+  word_valid@nfe16_se (the standard error last, as for every result)."""
+  named = {}
+  for name, value in stats.items():
+    base, se = (name[:-3], "_se") if name.endswith("_se") else (name, "")
+    named[f"{base}@{at}{se}"] = value
+  return named
 
 
 class Text(base.Task):
@@ -55,6 +95,9 @@ class Text(base.Task):
     results["bpc_bound"], results["bpc_bound_se"] = results[headline], results[headline + "_se"]
     results["bpc_bound_estimator"] = headline.removesuffix("_bits_per_token")
     results["ppl_bound"] = 2.0 ** results["bpc_bound"]
+    words = frozenset("".join(dataset.decode(row) for row in dataset.train).split())
+    real = [dataset.decode(row) for row in dataset.test[:num]]
+    results.update(_scored(sample_statistics(real, words), "data"))
     for nfe in config.eval.nfes:
       sample = evaluation.sampler(model, config, nfe, length=length)
       rows = min(config.eval.batch_size, num)
@@ -71,6 +114,8 @@ class Text(base.Task):
       seconds = time.perf_counter() - start_time
       samples = np.concatenate(parts)[:num]
       results[f"samples_tokens_per_s@nfe{nfe}"] = float(len(parts) * rows * length / seconds)
+      texts = [dataset.decode(row) for row in samples]
+      results.update(_scored(sample_statistics(texts, words), f"nfe{nfe}"))
       if jax.process_index() == 0:
         evaluation.write_samples(run.workdir, nfe, samples, dataset.decode)
     return results
@@ -101,7 +146,40 @@ class Text(base.Task):
       "Text: upper bounds on NLL in bits per token (per character at character level) ± standard error\n\n"
       + "\n".join(lines)
       + tables.bound_legend(results)
+      + "\n\n"
+      + _sampling_table(results)
     )
+
+
+def _percent(result: dict, key: str) -> str:
+  """A % statistic of sample_statistics with its standard error, or '-'."""
+  return f"{result[key]:.1f} ± {result[key + '_se']:.1f}" if key in result else "-"
+
+
+def _sampling_table(results: dict[str, dict]) -> str:
+  """Per run, at one step per block (NFE = blocks) and at one token a step (NFE = length): the bound
+  of that sampler, and its samples' word validity and distinct 4-grams; the test text's own statistics
+  as the last row."""
+  header = "| method | block | " + " | ".join(
+    f"{what}, {where}"
+    for what in ("bound (bits)", "words in train vocab %", "distinct 4-grams %")
+    for where in ("1 step/block", "1 token/step")
+  )
+  lines = [header + " |", "|" + "---|" * 8]
+  for r in results.values():
+    length, block = r.get("length", 0), r.get("block_size", 0) or r.get("length", 1)
+    at = (f"nfe{length // block}", f"nfe{length}")
+    bounds = [tables.cell(r, f"nelbo@{n}_bits_per_token") for n in at]
+    cells = bounds + [_percent(r, f"{stat}@{n}") for stat in ("word_valid", "distinct4") for n in at]
+    lines.append(f"| {r.get('method', '?')} | {r.get('block_size', 0)} | " + " | ".join(cells) + " |")
+  data = next((r for r in results.values() if "word_valid@data" in r), None)
+  if data is not None:
+    real = [_percent(data, f"{stat}@data") for stat in ("word_valid", "distinct4")]
+    lines.append(f"| test text | - | - | - | {real[0]} | {real[0]} | {real[1]} | {real[1]} |")
+  return (
+    "Sampling: one step per block against one token a step (text outside the 4-gram and word counts: "
+    "the first and last word of a sample are left out, the window may cut them)\n\n" + "\n".join(lines)
+  )
 
 
 TASK = base.register(Text())

@@ -310,3 +310,20 @@ def test_sample_statistics_count_words_and_distinct_4grams():
   assert sample_statistics(["aaaaaaa"], words)["distinct4"] == pytest.approx(100 / 4)  # 4 grams, 1 distinct
   assert sample_statistics(["abcdefg"], words)["distinct4"] == 100.0
   assert "word_valid" not in sample_statistics(["one two"], words)  # no inner word: nothing to count
+
+
+def test_text_evaluation_reads_the_split_it_is_asked_for():
+  import types
+
+  config = tasks.base_config("text")
+  test, validation = np.zeros((3, 8), np.int32), np.ones((2, 8), np.int32)
+  dataset = types.SimpleNamespace(test=test, splits={"validation": {"tokens": validation}})
+  task = tasks.get("text")
+  assert task.sequences(config, dataset) is test
+  config.eval.split = "validation"
+  assert task.sequences(config, dataset) is validation
+  config.eval.split = "dev"
+  with pytest.raises(
+    ConfigError, match=r"eval.split='dev': the data has the splits \['test', 'validation'\]"
+  ):
+    task.sequences(config, dataset)

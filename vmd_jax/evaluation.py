@@ -259,22 +259,23 @@ def objective_loss(model, params, config, tokens: np.ndarray, key, final_step: i
   return float(np.mean(_batched(batch_loss, params, tokens, config.eval.batch_size, key)))
 
 
-def write_samples(workdir: str, nfe: int, samples: np.ndarray, decode=None) -> str:
-  """Save samples [N, L] as workdir/samples_nfe{nfe}.npy and, given decode (tokens [L] -> text), as
-  samples_nfe{nfe}.txt too. Returns the path of the .npy file."""
-  path = os.path.join(workdir, f"samples_nfe{nfe}.npy")
+def write_samples(workdir: str, nfe: int, samples: np.ndarray, decode=None, suffix: str = "") -> str:
+  """Save samples [N, L] as workdir/samples_nfe{nfe}{suffix}.npy and, given decode (tokens [L] ->
+  text), as samples_nfe{nfe}{suffix}.txt too. Returns the path of the .npy file."""
+  path = os.path.join(workdir, f"samples_nfe{nfe}{suffix}.npy")
   np.save(path, samples)
   if decode is not None:
-    with open(os.path.join(workdir, f"samples_nfe{nfe}.txt"), "w", encoding="utf-8") as f:
+    with open(os.path.join(workdir, f"samples_nfe{nfe}{suffix}.txt"), "w", encoding="utf-8") as f:
       for i, row in enumerate(samples):
         f.write(f"--- sample {i}, NFE {nfe} ---\n{decode(row)}\n")
   return path
 
 
-def common_results(run, key) -> dict[str, Any]:
-  """What every task reports: the bounds and the training loss on the first eval.bound_examples test
-  sequences, the step, and the sample and example counts."""
-  tokens = run.dataset.test[: run.config.eval.bound_examples]
+def common_results(run, key, sequences: np.ndarray | None = None) -> dict[str, Any]:
+  """What every task reports: the bounds and the training loss on the first eval.bound_examples
+  sequences [N, L] (default: the test split's), the step, and the sample and example counts."""
+  sequences = run.dataset.test if sequences is None else sequences
+  tokens = sequences[: run.config.eval.bound_examples]
   params = run.eval_params()
   results = likelihood_bounds(run.model, params, run.config, tokens, jax.random.fold_in(key, 7))
   results["loss"] = objective_loss(

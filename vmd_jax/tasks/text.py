@@ -5,7 +5,9 @@ and `ppl_bound` = 2 ** bpc_bound, both valid upper bounds; the finite-NFE bounds
 their own names, all of the sampler that `bound_sampler` names. For each NFE,
 eval.num_samples samples are written to workdir/samples_nfe{N}.txt (decoded) and .npy, and the
 sampler's speed as samples_tokens_per_s@nfe{N} (compilation excluded). With eval.prompt_length = P
-each sample continues the first P tokens of a test sequence, which stay as they are.
+each sample continues the first P tokens of a test sequence, which stay as they are. With
+eval.split = validation (text8 and text8-style files have one) all of this is computed on the
+validation sequences and written to results_validation.json and samples_nfe{N}_validation.*.
 
 Samples are also scored without a likelihood (`sample_statistics`): `word_valid@nfe{N}`, the share of
 their words found in the training split, and `distinct4@nfe{N}`, the share of their character 4-grams
@@ -72,6 +74,9 @@ class Text(base.Task):
       "char"  # text_file tokens: char | byte (UTF-8) | subword (GPT-2 BPE, the 'text' extra)
     )
     config.eval.prompt_length = 0  # samples continue the first prompt_length tokens of test sequences
+    # the sequences evaluated: test | validation (text8 and text8-style files have one), for choosing
+    # recipes; its results and samples are written to files of their own (tasks.base.split_suffix)
+    config.eval.split = "test"
 
   def check_config(self, config) -> None:
     super().check_config(config)
@@ -84,24 +89,34 @@ class Text(base.Task):
     if config.eval.iwae_k < 1:
       raise ConfigError(f"eval.iwae_k={config.eval.iwae_k}: the text task's bpc_bound needs at least 1")
 
+  def sequences(self, config, dataset) -> np.ndarray:
+    """The token sequences [N, L] of eval.split; ConfigError naming the splits the data has."""
+    split = config.eval.split
+    if split == "test":
+      return dataset.test
+    if split not in dataset.splits:
+      raise ConfigError(f"eval.split={split!r}: the data has the splits {['test', *sorted(dataset.splits)]}")
+    return dataset.splits[split]["tokens"]
+
   def evaluate(self, run, key) -> dict:
     config, model, dataset = run.config, run.model, run.dataset
     num, length = config.eval.num_samples, dataset.length
     if config.eval.prompt_length >= length:
       raise ConfigError(f"eval.prompt_length={config.eval.prompt_length}: must be below the length {length}")
-    params = run.eval_params()
-    results = evaluation.common_results(run, key)
+    params, sequences = run.eval_params(), self.sequences(config, dataset)
+    results = evaluation.common_results(run, key, sequences)
+    results["eval_split"] = config.eval.split
     headline = f"iwae{config.eval.iwae_k}_bits_per_token"
     results["bpc_bound"], results["bpc_bound_se"] = results[headline], results[headline + "_se"]
     results["bpc_bound_estimator"] = headline.removesuffix("_bits_per_token")
     results["ppl_bound"] = 2.0 ** results["bpc_bound"]
     words = frozenset("".join(dataset.decode(row) for row in dataset.train).split())
-    real = [dataset.decode(row) for row in dataset.test[:num]]
+    real = [dataset.decode(row) for row in sequences[:num]]
     results.update(_scored(sample_statistics(real, words), "data"))
     for nfe in config.eval.nfes:
       sample = evaluation.sampler(model, config, nfe, length=length)
       rows = min(config.eval.batch_size, num)
-      prompts = dataset.test[np.arange(num) % len(dataset.test), : config.eval.prompt_length]
+      prompts = sequences[np.arange(num) % len(sequences), : config.eval.prompt_length]
       x_init = np.full((num, length), model.vocab_size, np.int32)
       x_init[:, : prompts.shape[1]] = prompts
       compiled = sample.lower(params, key, jnp.asarray(x_init[:rows])).compile()
@@ -117,7 +132,8 @@ class Text(base.Task):
       texts = [dataset.decode(row) for row in samples]
       results.update(_scored(sample_statistics(texts, words), f"nfe{nfe}"))
       if jax.process_index() == 0:
-        evaluation.write_samples(run.workdir, nfe, samples, dataset.decode)
+        suffix = base.split_suffix(config.eval.split)
+        evaluation.write_samples(run.workdir, nfe, samples, dataset.decode, suffix)
     return results
 
   def table(self, runs) -> str:

@@ -193,8 +193,9 @@ def _sampling_table(results: dict[str, dict]) -> str:
     real = [_percent(data, f"{stat}@data") for stat in ("word_valid", "distinct4")]
     lines.append(f"| test text | - | - | - | {real[0]} | {real[0]} | {real[1]} | {real[1]} |")
   return (
-    "Sampling: one step per block against one token a step (text outside the 4-gram and word counts: "
-    "the first and last word of a sample are left out, the window may cut them)\n\n" + "\n".join(lines)
+    "Sampling: one step per block against one token a step (bounds of that sampler; its samples' "
+    "words, the first and last of each left out as the window may cut them, and character 4-grams; "
+    "± standard errors)\n\n" + "\n".join(lines)
   )
 
 

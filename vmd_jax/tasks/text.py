@@ -112,6 +112,7 @@ class Text(base.Task):
     results["ppl_bound"] = 2.0 ** results["bpc_bound"]
     words = frozenset("".join(dataset.decode(row) for row in dataset.train).split())
     real = [dataset.decode(row) for row in sequences[:num]]
+    suffix = base.split_suffix(config.eval.split)  # of the sample files
     results.update(_scored(sample_statistics(real, words), "data"))
     for nfe in config.eval.nfes:
       sample = evaluation.sampler(model, config, nfe, length=length)
@@ -132,7 +133,6 @@ class Text(base.Task):
       texts = [dataset.decode(row) for row in samples]
       results.update(_scored(sample_statistics(texts, words), f"nfe{nfe}"))
       if jax.process_index() == 0:
-        suffix = base.split_suffix(config.eval.split)
         evaluation.write_samples(run.workdir, nfe, samples, dataset.decode, suffix)
     return results
 

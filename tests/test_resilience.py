@@ -226,6 +226,9 @@ def test_kills_and_a_preemption_at_any_moment_then_resume_matches_the_uninterrup
   assert 0 < stopped_at < 80
   assert _final_state(workdir)[0] == stopped_at  # saved where it stopped, not at the last periodic save
   assert not os.path.exists(os.path.join(workdir, "results.json"))  # evaluation waits for the resume
+  with open(os.path.join(workdir, "train_time.json")) as f:
+    before_resume = json.load(f)["train_seconds"]  # the preempted call's time is kept
+  assert before_resume > 0
 
   proc = _start(workdir, data_dir)
   _wait_for_new_checkpoint(proc, workdir)
@@ -238,3 +241,7 @@ def test_kills_and_a_preemption_at_any_moment_then_resume_matches_the_uninterrup
   step, state = _final_state(workdir)
   assert step == 80
   _assert_same(state, uninterrupted[1])
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  # the results' training time sums every call that trained, the preempted one's included
+  assert results["trained_steps"] < 80 and results["train_seconds"] > before_resume

@@ -54,6 +54,8 @@ def evaluate(run: Run, extra: dict | None = None) -> dict:
   task's eval.split is not the test split): the results dict."""
   results = tasks.evaluate(run)
   c = run.config
+  if extra is None and (seconds := _train_time(run.workdir)) is not None:
+    extra = {"train_seconds": seconds}  # evaluated again: the training time the record keeps
   results.update(
     {
       "task": c.task,
@@ -185,12 +187,41 @@ def train(config, workdir: str, evaluate_after: bool = True) -> Model | None:
   run = Run(config, workdir, prepare(config))
   try:
     start, start_step = time.perf_counter(), run.step
-    if not run.train():
+    finished = run.train()
+    seconds = _record_train_time(workdir, time.perf_counter() - start, start_step, run.step)
+    if not finished:
       return None
-    extra = {"train_seconds": round(time.perf_counter() - start, 1), "trained_steps": run.step - start_step}
+    extra = {"trained_steps": run.step - start_step}
+    if seconds is not None:
+      extra["train_seconds"] = seconds
     return Model(run, evaluate(run, extra) if evaluate_after else None)
   finally:
     run.close()
+
+
+TRAIN_TIME = "train_time.json"  # in a workdir: the wall seconds of training, summed over resumes
+
+
+def _record_train_time(workdir: str, seconds: float, start_step: int, step: int) -> float | None:
+  """Add this call's training seconds to workdir's record (a run started from step 0 starts it
+  afresh) and return the total: the training time of the checkpoint, preemptions and resumes
+  included, which results carry as train_seconds also when evaluated again (--mode=eval). None for
+  a call that trained nothing on a checkpoint of an earlier release, which kept no record."""
+  before = _train_time(workdir) if start_step > 0 else 0.0
+  if step == start_step:
+    return before
+  total = round(seconds + (before or 0.0), 1)
+  write_json(os.path.join(workdir, TRAIN_TIME), {"train_seconds": total, "step": step})
+  return total
+
+
+def _train_time(workdir: str) -> float | None:
+  """The training seconds recorded in workdir, or None (a run trained by an earlier release)."""
+  path = os.path.join(workdir, TRAIN_TIME)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return float(json.load(f)["train_seconds"])
 
 
 def _config_from_record(record: dict) -> ml_collections.ConfigDict:

@@ -97,15 +97,19 @@ class Checkpointer:
         continue
     return None
 
-  def check_matches(self, step: int, config, meta: dict[str, Any] | None = None) -> None:
-    """Raise CheckpointError naming the config values that differ from those the checkpoint was made with."""
-    saved = (self.read_meta(step) if meta is None else meta).get("fingerprint", {})
-    current = fingerprint(config)
+  def check_matches(self, step: int, config, meta: dict[str, Any] | None = None, content: str = "") -> None:
+    """Raise CheckpointError naming the config values that differ from those the checkpoint was made with.
+
+    data.path may differ when `content` (the dataset's, pipeline.Dataset.content) is the content the
+    checkpoint was trained on: the same corpus moved, copied or mounted elsewhere."""
+    meta = self.read_meta(step) if meta is None else meta
+    saved, current = meta.get("fingerprint", {}), fingerprint(config)
     saved = {**{k: v for k, v in IMPLIED_BY_OLDER_RELEASES.items() if k in current}, **saved}
+    moved = bool(content) and meta.get("data_content") == content
     diffs = [
       f"{key}={saved.get(key)!r} (checkpoint) vs {current.get(key)!r} (config)"
       for key in sorted(set(saved) | set(current))
-      if saved.get(key) != current.get(key)
+      if saved.get(key) != current.get(key) and not (moved and key == "data.path")
     ]
     if diffs:
       raise CheckpointError(
@@ -123,7 +127,7 @@ class Checkpointer:
       raise CheckpointError(f"checkpoint at step {step} cannot be restored: {_first_line(e)}") from None
     return restored["state"], restored["meta"]
 
-  def restore_latest(self, abstract_state, config) -> tuple[Any, dict[str, Any]] | None:
+  def restore_latest(self, abstract_state, config, content: str = "") -> tuple[Any, dict[str, Any]] | None:
     """(state, meta) of the newest readable checkpoint, or None when there is none.
 
     Unreadable checkpoints are skipped with a warning on stderr and moved aside; a readable one made
@@ -136,7 +140,7 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any failure to read means the checkpoint is damaged
         self._set_aside(step, e)
         continue
-      self.check_matches(step, config, meta)
+      self.check_matches(step, config, meta, content)
       try:
         state, _ = self.restore(step, abstract_state)
       except Exception as e:  # noqa: BLE001

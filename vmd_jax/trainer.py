@@ -222,7 +222,9 @@ class Run:
     self.checkpointer = None
     if workdir is not None:
       self.checkpointer = checkpoints.Checkpointer(workdir, config.train.max_to_keep)
-      restored = self.checkpointer.restore_latest(checkpoints.abstract_like(self.state), config)
+      restored = self.checkpointer.restore_latest(
+        checkpoints.abstract_like(self.state), config, dataset.content
+      )
       if restored is not None:
         self.state, _ = restored
 
@@ -256,6 +258,7 @@ class Run:
         "seed": self.config.data.seed,
       },
       "fingerprint": checkpoints.fingerprint(self.config),
+      "data_content": self.dataset.content,
     }
     self.checkpointer.save(self.step, self.state, meta)
 

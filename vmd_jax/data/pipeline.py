@@ -60,6 +60,10 @@ class Dataset:
   decode: Callable[[np.ndarray], str] | None = None  # token ids [length] -> text, for datasets of text
   # the builder's other splits (validation sets, a second test set): split -> {"tokens", "given"?} [N, L]
   splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+  # what the tokens are, wherever their source lies: the prepared builder's full name, which names its
+  # content (a corpus's hash, a generator's parameters) and version; checkpoints keep it, so that a run
+  # resumes on the same data read from another path (checkpoints.Checkpointer.check_matches)
+  content: str = ""
 
   @property
   def length(self) -> int:
@@ -109,6 +113,7 @@ def load(data_config) -> Dataset:
     test_given=test.get("given"),
     decode=decode,
     splits=splits,
+    content=builder.info.full_name,
   )
 
 

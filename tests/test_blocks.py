@@ -343,4 +343,4 @@ def test_text_report_lists_every_bound_in_nfe_order(tmp_path):
   header = next(line for line in table.splitlines() if line.startswith("| method"))
   assert header.index("nelbo@nfe4") < header.index("nelbo@nfe16") and "| iwae4 |" not in header
   assert "| bpc_bound (iwae4) |" in header  # the column copies the headline estimator, and says which
-  assert "| vmd | 4 | 10 | 4.000 ± 0.010 | 4.250 | 4.062 | 16.000 | 2.000 | 100 |" in table
+  assert "| vmd | 4 | 10 | 4.000 ± 0.010 | 4.250 | 4.062 | 16.000 | 2.000 | 100 | - |" in table

@@ -89,6 +89,33 @@ def test_text8_from_a_folder_and_through_the_pipeline(tmp_path):
   np.testing.assert_array_equal(datasets[0].train, datasets[1].train)
 
 
+def test_a_run_resumes_on_its_corpus_at_another_path_and_not_on_another_corpus(tmp_path):
+  from conftest import load_config, shrink
+
+  from vmd_jax import trainer
+  from vmd_jax.errors import CheckpointError
+
+  corpus = _text8_corpus()
+  for folder, content in (("here", corpus), ("moved", corpus), ("other", corpus[1:] + " ")):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "text8").write_text(content)
+
+  def run_on(folder):
+    config = shrink(load_config("text8.py", "mdm,block4,cpu"), str(tmp_path / "tfds"))
+    config.data.path = str(tmp_path / folder)
+    return trainer.Run(config, str(tmp_path / "run"), pipeline.load(config.data))
+
+  run = run_on("here")
+  run.train(until_step=1)
+  run.save()
+  run.close()
+  moved = run_on("moved")  # the same characters at another path: the checkpoint is restored
+  assert moved.step == 1
+  moved.close()
+  with pytest.raises(CheckpointError, match="data.path="):  # other characters: refused
+    run_on("other")
+
+
 def test_text8_download_route_reads_the_extracted_file(tmp_path):
   """The download branch, with a stand-in download manager (the real one is never called in tests)."""
   (tmp_path / "extracted").mkdir()
@@ -310,6 +337,33 @@ def test_sample_statistics_count_words_and_distinct_4grams():
   assert sample_statistics(["aaaaaaa"], words)["distinct4"] == pytest.approx(100 / 4)  # 4 grams, 1 distinct
   assert sample_statistics(["abcdefg"], words)["distinct4"] == 100.0
   assert "word_valid" not in sample_statistics(["one two"], words)  # no inner word: nothing to count
+  # single letters, which letter soup hits by chance, are left out of word2_valid
+  two = sample_statistics(["x s the q dog y", "x a b c y"], words | {"s", "a"})
+  assert two["word_valid"] == pytest.approx(np.mean([50, 100 / 3]))  # s, the of 4; a of 3
+  assert two["word2_valid"] == pytest.approx(50.0) and two["word2_valid_se"] == 0.0  # one text has such words
+  per = sample_statistics(["x s the q dog y", "x a b c y"], words | {"s", "a"}, per_text=True)
+  np.testing.assert_allclose(per["word2_valid"], [50.0, np.nan])
+
+
+def test_text_report_pairs_each_run_with_the_mdm_run_of_its_block_size(tmp_path):
+  import json
+
+  from vmd_jax import report
+  from vmd_jax.tasks.text import stats_name
+
+  per_sample = {"mdm": [10.0, 20.0, np.nan, 40.0], "vmd+": [15.0, 20.0, 30.0, 50.0]}
+  for name, values in per_sample.items():
+    run = tmp_path / name
+    run.mkdir()
+    results = {"method": name, "block_size": 4, "steps": 10, "length": 16, "loss": 2.0, "task": "text"}
+    results.update({"bpc_bound": 3.0, "bpc_bound_se": 0.01, "ppl_bound": 8.0})
+    (run / "results.json").write_text(json.dumps(results))
+    stats = {f"{stat}@nfe{n}": np.asarray(values) for stat in ("word_valid", "word2_valid") for n in (4, 16)}
+    np.savez(run / stats_name("test"), **stats)
+  table = report.main([str(tmp_path / "mdm"), str(tmp_path / "vmd+")])
+  # differences over the samples both define: 5, 0, 10 -> mean 5, 95% half-width 1.96 * 5 / sqrt(3)
+  assert "| vmd+ | 4 | +5.0 ± 5.7 (n=3) | +5.0 ± 5.7 (n=3) | +5.0 ± 5.7 (n=3) | +5.0 ± 5.7 (n=3) |" in table
+  assert "| mdm | 4 | +" not in table  # the MDM run is the reference, not a row
 
 
 def test_text_evaluation_reads_the_split_it_is_asked_for():

@@ -10,11 +10,14 @@ eval.split = validation (text8 and text8-style files have one) all of this is co
 validation sequences and written to results_validation.json and samples_nfe{N}_validation.*.
 
 Samples are also scored without a likelihood (`sample_statistics`): `word_valid@nfe{N}`, the share of
-their words found in the training split, and `distinct4@nfe{N}`, the share of their character 4-grams
-that are distinct, each with its standard error over samples; `@data` gives both for as many test
-sequences, the level real text reaches.
+their words found in the training split, `word2_valid@nfe{N}`, the same over words of two letters or
+more, and `distinct4@nfe{N}`, the share of their character 4-grams that are distinct, each with its
+standard error over samples; `@data` gives them for as many test sequences, the level real text
+reaches. Their per-sample values go to workdir/sample_stats[_<split>].npz, from which the report gives
+each run's paired difference from the MDM run of its block size.
 """
 
+import os
 import time
 
 import jax
@@ -26,30 +29,43 @@ from vmd_jax.data import text
 from vmd_jax.errors import ConfigError
 from vmd_jax.tasks import base
 
+STATISTICS = ("word_valid", "word2_valid", "distinct4")  # sample_statistics' names
 
-def sample_statistics(texts: list[str], words: frozenset[str]) -> dict[str, float]:
+
+def sample_statistics(texts: list[str], words: frozenset[str], per_text: bool = False) -> dict:
   """Sample quality a reader can check without a scorer model, in % with standard errors over texts.
 
   word_valid: per text, the share of its words (space-separated; the first and the last left out, as
-  the window may cut them) that are in `words`, over the texts with such words; distinct4: per text,
-  the share of its character 4-grams that are distinct (repetition lowers it). Each is the mean over
-  texts, with `<name>_se` its standard error.
+  the window may cut them) that are in `words`, over the texts with such words; word2_valid: the same
+  over the words of two letters or more (text8's rules leave single letters, `s` of `nation s`, that
+  letter soup hits by chance); distinct4: per text, the share of its character 4-grams that are
+  distinct (repetition lowers it). Each is the mean over texts, with `<name>_se` its standard error.
+  With per_text, the values per text instead: {name: float64 [len(texts)]}, NaN where a text has
+  nothing to count (for paired comparisons of two samplers on the same random keys).
   """
-  valid, distinct = [], []
-  for sample in texts:
+  values = {name: np.full(len(texts), np.nan) for name in STATISTICS}
+  for i, sample in enumerate(texts):
     inner = sample.split()[1:-1]
-    if inner:
-      valid.append(100.0 * sum(word in words for word in inner) / len(inner))
+    for name, kept in (("word_valid", inner), ("word2_valid", [w for w in inner if len(w) > 1])):
+      if kept:
+        values[name][i] = 100.0 * sum(word in words for word in kept) / len(kept)
     grams = [sample[i : i + 4] for i in range(len(sample) - 3)]
     if grams:
-      distinct.append(100.0 * len(set(grams)) / len(grams))
+      values["distinct4"][i] = 100.0 * len(set(grams)) / len(grams)
+  if per_text:
+    return values
   stats = {}
-  for name, values in (("word_valid", valid), ("distinct4", distinct)):
-    values = np.asarray(values, np.float64)
-    if len(values):
-      stats[name] = float(values.mean())
-      stats[name + "_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+  for name, per in values.items():
+    per = per[~np.isnan(per)]
+    if len(per):
+      stats[name] = float(per.mean())
+      stats[name + "_se"] = float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else 0.0
   return stats
+
+
+def stats_name(split: str) -> str:
+  """The file of a run's per-sample statistics (sample_statistics(per_text=True)) for `split`."""
+  return f"sample_stats{base.split_suffix(split)}.npz"
 
 
 def _scored(stats: dict[str, float], at: str) -> dict[str, float]:
@@ -114,6 +130,7 @@ class Text(base.Task):
     real = [dataset.decode(row) for row in sequences[:num]]
     suffix = base.split_suffix(config.eval.split)  # of the sample files
     results.update(_scored(sample_statistics(real, words), "data"))
+    per_text = {}  # {<statistic>@nfe<N>: per sample}, for the report's paired differences
     for nfe in config.eval.nfes:
       sample = evaluation.sampler(model, config, nfe, length=length)
       rows = min(config.eval.batch_size, num)
@@ -132,13 +149,18 @@ class Text(base.Task):
       results[f"samples_tokens_per_s@nfe{nfe}"] = float(len(parts) * rows * length / seconds)
       texts = [dataset.decode(row) for row in samples]
       results.update(_scored(sample_statistics(texts, words), f"nfe{nfe}"))
+      stats = sample_statistics(texts, words, per_text=True)
+      per_text.update({f"{name}@nfe{nfe}": values for name, values in stats.items()})
       if jax.process_index() == 0:
         evaluation.write_samples(run.workdir, nfe, samples, dataset.decode, suffix)
+    if jax.process_index() == 0:
+      np.savez(os.path.join(run.workdir, stats_name(config.eval.split)), **per_text)
     return results
 
   def table(self, runs) -> str:
     """Per run: the bits-per-token bounds ± s.e. (bpc_bound first), the perplexity bound, the training
-    loss and the sampler's tokens/s at NFE = length (one token a step)."""
+    loss, the sampler's tokens/s at NFE = length (one token a step) and the training time; then the
+    sampling table and the paired differences from MDM."""
     results = {name: result for name, (result, _) in runs.items()}
     present = tables.keys(results)
     copied = {
@@ -150,13 +172,15 @@ class Text(base.Task):
     estimators = {r.get("bpc_bound_estimator") for r in results.values()}
     if len(estimators) == 1 and None not in estimators:  # name the estimator the column copies
       headers[0] = f"bpc_bound ({estimators.pop()})"
-    headers += ["ppl_bound", "loss (nats/token, not a bound)", "tokens/s, NFE = length"]
+    headers += ["ppl_bound", "loss (nats/token, not a bound)", "tokens/s, NFE = length", "training s"]
     lines = ["| method | block | steps | " + " | ".join(headers) + " |", "|" + "---|" * (3 + len(headers))]
     for result in results.values():
       cells = [result.get("method", "?"), str(result.get("block_size", 0)), str(result.get("steps", "?"))]
       cells += [tables.cell(result, c) for c in bounds + ["ppl_bound", "loss"]]
       speed = result.get(f"samples_tokens_per_s@nfe{result.get('length')}")
       cells.append("-" if speed is None else f"{speed:.0f}")
+      seconds = result.get("train_seconds")  # summed over resumes; absent for earlier releases' runs
+      cells.append("-" if seconds is None else f"{seconds:.0f}")
       lines.append("| " + " | ".join(cells) + " |")
     return (
       "Text: upper bounds on NLL in bits per token (per character at character level) ± standard error\n\n"
@@ -164,6 +188,7 @@ class Text(base.Task):
       + tables.bound_legend(results)
       + "\n\n"
       + _sampling_table(results)
+      + ("\n\n" + paired if (paired := _paired_table(runs)) else "")
     )
 
 
@@ -172,30 +197,93 @@ def _percent(result: dict, key: str) -> str:
   return f"{result[key]:.1f} ± {result[key + '_se']:.1f}" if key in result else "-"
 
 
+STAT_TITLES = {"word_valid": "words in train vocab %", "word2_valid": "words of 2+ letters in vocab %"}
+
+
+def _at(result: dict) -> tuple[str, str]:
+  """The NFE names of one step per block and of one token a step for a run's results."""
+  length, block = result.get("length", 0), result.get("block_size", 0) or result.get("length", 1)
+  return f"nfe{length // block}", f"nfe{length}"
+
+
 def _sampling_table(results: dict[str, dict]) -> str:
   """Per run, at one step per block (NFE = blocks) and at one token a step (NFE = length): the bound
-  of that sampler, and its samples' word validity and distinct 4-grams; the test text's own statistics
-  as the last row."""
+  of that sampler, and its samples' word validity (all words, and those of two letters or more) and
+  distinct 4-grams; the test text's own statistics as the last row."""
+  titles = ["bound (bits)", *STAT_TITLES.values(), "distinct 4-grams %"]
   header = "| method | block | " + " | ".join(
-    f"{what}, {where}"
-    for what in ("bound (bits)", "words in train vocab %", "distinct 4-grams %")
-    for where in ("1 step/block", "1 token/step")
+    f"{what}, {where}" for what in titles for where in ("1 step/block", "1 token/step")
   )
-  lines = [header + " |", "|" + "---|" * 8]
+  lines = [header + " |", "|" + "---|" * (2 + 2 * len(titles))]
   for r in results.values():
-    length, block = r.get("length", 0), r.get("block_size", 0) or r.get("length", 1)
-    at = (f"nfe{length // block}", f"nfe{length}")
+    at = _at(r)
     bounds = [tables.cell(r, f"nelbo@{n}_bits_per_token") for n in at]
-    cells = bounds + [_percent(r, f"{stat}@{n}") for stat in ("word_valid", "distinct4") for n in at]
+    cells = bounds + [_percent(r, f"{stat}@{n}") for stat in STATISTICS for n in at]
     lines.append(f"| {r.get('method', '?')} | {r.get('block_size', 0)} | " + " | ".join(cells) + " |")
   data = next((r for r in results.values() if "word_valid@data" in r), None)
   if data is not None:
-    real = [_percent(data, f"{stat}@data") for stat in ("word_valid", "distinct4")]
-    lines.append(f"| test text | - | - | - | {real[0]} | {real[0]} | {real[1]} | {real[1]} |")
+    real = [_percent(data, f"{stat}@data") for stat in STATISTICS]
+    lines.append("| test text | - | - | - | " + " | ".join(f"{c} | {c}" for c in real) + " |")
   return (
     "Sampling: one step per block against one token a step (bounds of that sampler; its samples' "
     "words, the first and last of each left out as the window may cut them, and character 4-grams; "
     "± standard errors)\n\n" + "\n".join(lines)
+  )
+
+
+def paired_difference(a, b) -> tuple[float, float, int]:
+  """Mean of b - a over the items where both are defined (not NaN), the half-width of its 95%
+  interval (normal approximation) and the number of items."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"paired statistics need as many items on both sides, got {a.shape} and {b.shape}")
+  diff = (b - a)[~(np.isnan(a) | np.isnan(b))]
+  half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+  return float(diff.mean()) if len(diff) else float("nan"), float(half), len(diff)
+
+
+def _paired_table(runs) -> str:
+  """Each run against the one MDM run of its block size, sample by sample (with the same eval.seed,
+  sample i of one and of the other share their random keys, which narrows the interval): the difference in
+  word validity at one step per block and at one token a step, with its 95% interval. Empty when no
+  block size has exactly one MDM run, or a run lacks its per-sample statistics (evaluated before
+  they were written)."""
+  by_block: dict[tuple, list] = {}
+  for result, workdir in runs.values():
+    key = (result.get("block_size", 0), result.get("length"), result.get("eval_split", "test"))
+    by_block.setdefault(key, []).append((result, workdir))
+  lines = []
+  for (block, _, split), members in by_block.items():
+    mdm = [m for m in members if m[0].get("method") == "mdm"]
+    if len(mdm) != 1 or not os.path.exists(os.path.join(mdm[0][1], stats_name(split))):
+      continue
+    with np.load(os.path.join(mdm[0][1], stats_name(split))) as f:
+      base_stats = dict(f)
+    for result, workdir in members:
+      path = os.path.join(workdir, stats_name(split))
+      if result.get("method") == "mdm" or not os.path.exists(path):
+        continue
+      with np.load(path) as f:
+        stats = dict(f)
+      cells = []
+      for stat in STAT_TITLES:
+        for nfe in _at(result):
+          key = f"{stat}@{nfe}"
+          if key not in stats or key not in base_stats:
+            cells.append("-")
+            continue
+          diff, half, n = paired_difference(base_stats[key], stats[key])
+          cells.append(f"{diff:+.1f} ± {half:.1f} (n={n})")
+      lines.append(f"| {result.get('method', '?')} | {block} | " + " | ".join(cells) + " |")
+  if not lines:
+    return ""
+  header = "| method | block | " + " | ".join(
+    f"{title}, {where}" for title in STAT_TITLES.values() for where in ("1 step/block", "1 token/step")
+  )
+  return (
+    "Paired differences from the MDM run of the same block size (sample i of both drawn with the same "
+    "random keys; mean of method - MDM over the samples both have words to count, ± 95% interval, in "
+    "points of %)\n\n" + header + " |\n|" + "---|" * (2 + 2 * len(STAT_TITLES)) + "\n" + "\n".join(lines)
   )
 
 

@@ -209,7 +209,7 @@ def _at(result: dict) -> tuple[str, str]:
 def _sampling_table(results: dict[str, dict]) -> str:
   """Per run, at one step per block (NFE = blocks) and at one token a step (NFE = length): the bound
   of that sampler, and its samples' word validity (all words, and those of two letters or more) and
-  distinct 4-grams; the test text's own statistics as the last row."""
+  distinct 4-grams; the evaluated split's own text as the last row."""
   titles = ["bound (bits)", *STAT_TITLES.values(), "distinct 4-grams %"]
   header = "| method | block | " + " | ".join(
     f"{what}, {where}" for what in titles for where in ("1 step/block", "1 token/step")
@@ -223,7 +223,8 @@ def _sampling_table(results: dict[str, dict]) -> str:
   data = next((r for r in results.values() if "word_valid@data" in r), None)
   if data is not None:
     real = [_percent(data, f"{stat}@data") for stat in STATISTICS]
-    lines.append("| test text | - | - | - | " + " | ".join(f"{c} | {c}" for c in real) + " |")
+    where = data.get("eval_split", "test")  # the split whose sequences it scored
+    lines.append(f"| {where} text | - | - | - | " + " | ".join(f"{c} | {c}" for c in real) + " |")
   return (
     "Sampling: one step per block against one token a step (bounds of that sampler; its samples' "
     "words, the first and last of each left out as the window may cut them, and character 4-grams; "

@@ -11,7 +11,8 @@ objective without a latent), i.e. next-character cross-entropy. size:
 - cpu: a text8-style corpus (--config.data.path=FILE of space and a-z only, split 90/5/5 like text8:
   `sotu8` of launch/sotu_corpus.py, or text8 itself; a corpus of other characters takes
   --config.data.name=text_file), a 4-layer width-128 denoiser on 64-character sequences, 3,500 steps
-  of batch 32 (7.2M characters): 36 (MDM) to 44 (vmd+) minutes of training on one CPU core, two runs
+  of batch 32 (7.2M characters) at learning rate 1e-3 (2e-3 and 3e-3 were worse on validation,
+  launch/text_sweep.sh): 36 (MDM) to 44 (vmd+) minutes of training on one CPU core, two runs
   side by side (README, "Results: text at CPU size").
 Evaluation (task text): bits per character and perplexity bounds (results.json `bpc_bound`,
 `ppl_bound`, plus the finite-NFE and IWAE bounds), samples at each NFE of eval.nfes (NFE counts the

@@ -49,11 +49,14 @@ def sample_statistics(texts: list[str], words: frozenset[str], per_text: bool = 
     for name, kept in (("word_valid", inner), ("word2_valid", [w for w in inner if len(w) > 1])):
       if kept:
         values[name][i] = 100.0 * sum(word in words for word in kept) / len(kept)
-    grams = [sample[i : i + 4] for i in range(len(sample) - 3)]
+    grams = [sample[j : j + 4] for j in range(len(sample) - 3)]
     if grams:
       values["distinct4"][i] = 100.0 * len(set(grams)) / len(grams)
-  if per_text:
-    return values
+  return values if per_text else summarise(values)
+
+
+def summarise(values: dict[str, np.ndarray]) -> dict[str, float]:
+  """Means and standard errors ({name, name_se}) of sample_statistics' per-text values, NaN left out."""
   stats = {}
   for name, per in values.items():
     per = per[~np.isnan(per)]
@@ -148,8 +151,8 @@ class Text(base.Task):
       samples = np.concatenate(parts)[:num]
       results[f"samples_tokens_per_s@nfe{nfe}"] = float(len(parts) * rows * length / seconds)
       texts = [dataset.decode(row) for row in samples]
-      results.update(_scored(sample_statistics(texts, words), f"nfe{nfe}"))
       stats = sample_statistics(texts, words, per_text=True)
+      results.update(_scored(summarise(stats), f"nfe{nfe}"))
       per_text.update({f"{name}@nfe{nfe}": values for name, values in stats.items()})
       if jax.process_index() == 0:
         evaluation.write_samples(run.workdir, nfe, samples, dataset.decode, suffix)

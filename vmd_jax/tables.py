@@ -4,6 +4,8 @@ A column is a results key; a value is printed with its standard error when the r
 `<key>_se`. Columns are those present in the results: nothing is typed in.
 """
 
+import numpy as np
+
 
 def cell(result: dict, column: str) -> str:
   """One cell: '-' when absent, accuracies to 0.1, everything else to 0.001, with ' ± s.e.'."""
@@ -114,3 +116,14 @@ def bound_legend(results: dict[str, dict]) -> str:
     "\n\nEach bound is that of the sampler named here (iwae: one token a step; nelbo@nfeN: N steps):\n"
     + "\n".join(lines)
   )
+
+
+def paired_difference(a, b) -> tuple[float, float, int]:
+  """Mean of b - a over the items both define (NaN: undefined), the half-width of its 95% interval
+  (normal approximation to the paired difference) and the number of items paired."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"a paired difference needs as many items on both sides, got {a.shape} and {b.shape}")
+  diff = (b - a)[~(np.isnan(a) | np.isnan(b))]
+  half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+  return float(diff.mean()) if len(diff) else float("nan"), float(half), len(diff)

@@ -135,10 +135,9 @@ def sudoku_table(results: dict[str, dict]) -> str:
 
 def paired_difference(solved_a, solved_b) -> tuple[float, float]:
   """Mean of (b - a) over the same puzzles, in points of %, and the half-width of its 95% interval
-  (normal approximation to the paired difference)."""
-  diff = np.asarray(solved_b, float) - np.asarray(solved_a, float)  # [n] in {-1, 0, 1}
-  half = 1.96 * diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-  return 100.0 * float(diff.mean()), 100.0 * float(half)
+  (tables.paired_difference of the outcomes)."""
+  diff, half, _ = tables.paired_difference(solved_a, solved_b)
+  return 100.0 * diff, 100.0 * half
 
 
 def _outcome(diff: float, half: float, name_a: str, name_b: str) -> str:

@@ -235,17 +235,6 @@ def _sampling_table(results: dict[str, dict]) -> str:
   )
 
 
-def paired_difference(a, b) -> tuple[float, float, int]:
-  """Mean of b - a over the items where both are defined (not NaN), the half-width of its 95%
-  interval (normal approximation) and the number of items."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if a.shape != b.shape:
-    raise ValueError(f"paired statistics need as many items on both sides, got {a.shape} and {b.shape}")
-  diff = (b - a)[~(np.isnan(a) | np.isnan(b))]
-  half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-  return float(diff.mean()) if len(diff) else float("nan"), float(half), len(diff)
-
-
 def _paired_table(runs) -> str:
   """Each run against the one MDM run of its block size, sample by sample (with the same eval.seed,
   sample i of one and of the other share their random keys, which narrows the interval): the difference in
@@ -276,7 +265,7 @@ def _paired_table(runs) -> str:
           if key not in stats or key not in base_stats:
             cells.append("-")
             continue
-          diff, half, n = paired_difference(base_stats[key], stats[key])
+          diff, half, n = tables.paired_difference(base_stats[key], stats[key])
           cells.append(f"{diff:+.1f} ± {half:.1f} (n={n})")
       lines.append(f"| {result.get('method', '?')} | {block} | " + " | ".join(cells) + " |")
   if not lines:

@@ -373,13 +373,14 @@ def test_continuous_bound_of_a_latent_model_matches_quadrature(name):
 
 
 @pytest.mark.parametrize(
-  "name, time_weight, free_bits, warmup, step",
-  [("vmd", False, 0.0, 0, 0), ("vmd", True, 0.3, 100, 25), ("global", False, 0.3, 100, 50)],
+  "name, time_weight, free_bits, warmup, hold, step",
+  [("vmd", False, 0.0, 0, 0, 0), ("vmd", True, 0.3, 100, 0, 25), ("global", False, 0.3, 100, 30, 50)],
 )
-def test_training_losses_match_their_expectation(name, time_weight, free_bits, warmup, step):
+def test_training_losses_match_their_expectation(name, time_weight, free_bits, warmup, hold, step):
   """E over (t, M_t, z) of the vmd and global losses (nats per sequence) against quadrature:
   sum_S P(S) [w(t) E_q sum_{i in S} CE_i] + beta_step * [w(t) 1{S nonempty}] * sum_dims max(KL_d, free_bits),
-  q = q(z | x0, S) (vmd) or q(z | x0) at the full mask (global); beta warmed up linearly."""
+  q = q(z | x0, S) (vmd) or q(z | x0) at the full mask (global); beta 0 for `hold` steps, then warmed
+  up linearly."""
   _, model, params, _ = _case("vmd_t0")
   settings = objectives.ObjectiveSettings(
     name=name,
@@ -387,10 +388,11 @@ def test_training_losses_match_their_expectation(name, time_weight, free_bits, w
     antithetic=False,
     beta=0.8,
     kl_warmup_steps=warmup,
+    kl_hold_steps=hold,
     free_bits=free_bits,
     kl_time_weight=time_weight,
   )
-  beta = settings.beta * (min(1.0, step / warmup) if warmup else 1.0)
+  beta = _beta(settings, step)
   posterior_of = _posterior(model, params)
   full = np.ones(X_FLAT.shape, bool)
   fixed = posterior_of(full)
@@ -418,6 +420,14 @@ def test_training_losses_match_their_expectation(name, time_weight, free_bits, w
   assert np.all(np.abs(loss.mean(0) - exact) < 4 * se + 2e-3), (loss.mean(0), exact, se)
 
 
+def _beta(settings, step):
+  """The KL weight at a training step: 0 for kl_hold_steps, then a linear warm-up to beta."""
+  ramp = step - settings.kl_hold_steps
+  if settings.kl_warmup_steps == 0:
+    return settings.beta * float(ramp >= 0)
+  return settings.beta * min(1.0, max(0.0, ramp / settings.kl_warmup_steps))
+
+
 def _stepwise_expectation(model, params, x0, settings, step):
   """E of the stepwise loss by enumeration: the mean over T in settings.nfes of the sum over every
   reveal order (uniform) and every step j of the T-step sampler of E_{z ~ r}[sum_{i in U} CE_i at the
@@ -427,7 +437,7 @@ def _stepwise_expectation(model, params, x0, settings, step):
   KL at parallel_only's other steps: [batch]."""
   batch, length = x0.shape
   u, u_w = _z_nodes(1)
-  beta = settings.beta * (min(1.0, step / settings.kl_warmup_steps) if settings.kl_warmup_steps else 1.0)
+  beta = _beta(settings, step)
   posterior = jax.jit(lambda m, h: model.apply(params, jnp.asarray(x0), m, False, h, method="posterior"))
   log_softmax = jax.jit(
     lambda x_t, t, z: jax.nn.log_softmax(model.apply(params, x_t, t, z, method="denoise"), -1)

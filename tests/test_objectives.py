@@ -12,6 +12,8 @@ import pytest
 from conftest import perturbed_params
 
 from vmd_jax import networks, objectives
+from vmd_jax.defaults import base_config
+from vmd_jax.errors import ConfigError
 from vmd_jax.schedules import get_schedule, masked_count
 
 V, L = 3, 3
@@ -139,6 +141,21 @@ def test_kl_is_analytic_and_zero_at_the_prior():
   analytic = jnp.sum(networks.kl_to_prior(q))
   assert abs(float(monte_carlo) - float(analytic)) < 0.02
   assert float(analytic) > 0
+
+
+def test_kl_weight_is_zero_through_the_hold_then_rises_to_beta():
+  settings = objectives.ObjectiveSettings(
+    name="vmd", schedule=get_schedule("linear", 0.0), beta=0.5, kl_warmup_steps=200, kl_hold_steps=100
+  )
+  steps = jnp.asarray([0, 99, 100, 200, 300, 5000])
+  weights = jax.jit(lambda s: objectives.kl_weight(settings, s))(steps)
+  chex.assert_trees_all_close(weights, jnp.asarray([0.0, 0.0, 0.0, 0.25, 0.5, 0.5]))
+  jump = settings._replace(kl_warmup_steps=0)  # no warm-up: beta from the end of the hold on
+  chex.assert_trees_all_close(objectives.kl_weight(jump, steps), jnp.asarray([0.0, 0.0, 0.5, 0.5, 0.5, 0.5]))
+  config = base_config()
+  config.objective.kl_hold_steps = -1
+  with pytest.raises(ConfigError, match="kl_hold_steps must be >= 0"):
+    objectives.check_config(config.objective)
 
 
 def test_uniform_predictor_gives_log2_vocab_bits_per_token():

@@ -30,6 +30,7 @@ IMPLIED_BY_OLDER_RELEASES = {
   "objective.nfes": [],
   "objective.rao_blackwell": False,
   "objective.step_draw": "nfe",
+  "objective.kl_hold_steps": 0,
 }
 # Keys that do not shape the state of a model without a latent.
 LATENT_ONLY = ("model.latent_path", "model.latent_rank")

@@ -111,6 +111,8 @@ def _objective() -> ml_collections.ConfigDict:
   s.antithetic = True  # antithetic (stratified) t across the batch
   s.beta = 1.0  # KL weight after warm-up
   s.kl_warmup_steps = 0  # beta rises linearly from 0 over these steps
+  # steps at beta = 0 before the warm-up: the decoder learns to read z before z has a price
+  s.kl_hold_steps = 0
   s.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
   s.kl_time_weight = False  # vmd: whether the KL term carries w(t) (not paid where nothing is masked)
   # stepwise: the sampler step counts (all blocks', like eval.nfes) whose bounds it trains, T drawn uniformly

@@ -42,6 +42,7 @@ class ObjectiveSettings(NamedTuple):
   antithetic: bool = True
   beta: float = 1.0
   kl_warmup_steps: int = 0
+  kl_hold_steps: int = 0  # steps at beta = 0 before the warm-up starts
   free_bits: float = 0.0
   kl_time_weight: bool = False
   nfes: tuple[int, ...] = ()  # stepwise: the sampler step counts (all blocks') it trains the bound of
@@ -61,8 +62,8 @@ def check_config(objective_config) -> None:
   get_schedule(o.schedule, o.eps)
   if not 0.0 <= o.eps < 1.0:
     raise ConfigError(f"objective.eps={o.eps}: must be in [0, 1)")
-  if o.beta < 0 or o.free_bits < 0 or o.kl_warmup_steps < 0:
-    raise ConfigError("objective.beta, free_bits and kl_warmup_steps must be >= 0")
+  if o.beta < 0 or o.free_bits < 0 or o.kl_warmup_steps < 0 or o.kl_hold_steps < 0:
+    raise ConfigError("objective.beta, free_bits, kl_warmup_steps and kl_hold_steps must be >= 0")
   if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in o.nfes):
     raise ConfigError(f"objective.nfes={tuple(o.nfes)}: each must be a positive integer")
   if o.step_draw not in STEP_DRAWS:
@@ -80,6 +81,7 @@ def settings_from_config(objective_config) -> ObjectiveSettings:
     antithetic=o.antithetic,
     beta=o.beta,
     kl_warmup_steps=o.kl_warmup_steps,
+    kl_hold_steps=o.kl_hold_steps,
     free_bits=o.free_bits,
     kl_time_weight=o.kl_time_weight,
     nfes=tuple(o.nfes),
@@ -141,10 +143,13 @@ def _time_weighted(schedule: Schedule, t: jax.Array, masked: jax.Array, term: ja
 
 
 def kl_weight(settings: ObjectiveSettings, step) -> jax.Array:
-  """beta, linearly warmed up from 0 over kl_warmup_steps."""
-  if settings.kl_warmup_steps <= 0:
+  """beta: 0 for the first kl_hold_steps, then linearly warmed up from 0 over kl_warmup_steps."""
+  if settings.kl_warmup_steps <= 0 and settings.kl_hold_steps <= 0:
     return jnp.asarray(settings.beta, jnp.float32)
-  return settings.beta * jnp.minimum(1.0, step / settings.kl_warmup_steps)
+  ramp = jnp.asarray(step, jnp.float32) - settings.kl_hold_steps
+  if settings.kl_warmup_steps <= 0:
+    return settings.beta * (ramp >= 0).astype(jnp.float32)
+  return settings.beta * jnp.clip(ramp / settings.kl_warmup_steps, 0.0, 1.0)
 
 
 def free_bits_kl(kl_per_dim: jax.Array, free_bits: float) -> jax.Array:

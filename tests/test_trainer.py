@@ -60,3 +60,31 @@ def test_checkpoint_of_another_config_or_latent_path_is_refused(setup, tmp_path)
   other.model.latent_path = "low_rank"
   with pytest.raises(CheckpointError, match="model.latent_path='adaln' .checkpoint. vs 'low_rank'"):
     manager.check_matches(1, other, meta)
+
+
+@pytest.mark.parametrize(
+  ("method", "key", "value", "read"),
+  [
+    ("mdm", "objective.step_draw", "step", False),
+    ("mdm", "objective.kl_hold_steps", 500, False),
+    ("vmd+", "objective.step_draw", "step", True),
+    ("vmd+", "objective.kl_hold_steps", 500, True),
+    ("vmd", "objective.step_draw", "step", False),
+  ],
+)
+def test_checkpoint_records_only_the_options_its_run_reads(tmp_path, method, key, value, read):
+  """An option the model and objective ignore neither refuses a checkpoint nor is required to match
+  one written before it was left out; one they read does."""
+  config = load_config("sudoku.py", method)
+  changed = config.copy_and_resolve_references()
+  section, field = key.split(".")
+  changed[section][field] = value
+  manager = checkpoints.Checkpointer(str(tmp_path))
+  for saved, current in ((config, changed), (changed, config)):
+    meta = {"fingerprint": {**checkpoints.fingerprint(config), **checkpoints.fingerprint(saved)}}
+    meta["fingerprint"][key] = saved[section][field]  # as a release that recorded every key wrote it
+    if read:
+      with pytest.raises(CheckpointError, match=key):
+        manager.check_matches(1, current, meta)
+    else:
+      manager.check_matches(1, current, meta)

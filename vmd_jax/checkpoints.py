@@ -32,8 +32,25 @@ IMPLIED_BY_OLDER_RELEASES = {
   "objective.step_draw": "nfe",
   "objective.kl_hold_steps": 0,
 }
-# Keys that do not shape the state of a model without a latent.
-LATENT_ONLY = ("model.latent_path", "model.latent_rank")
+# Keys that do not shape the state of a model without a latent: its path, and the KL's weighting.
+LATENT_ONLY = (
+  "model.latent_path",
+  "model.latent_rank",
+  "objective.beta",
+  "objective.kl_warmup_steps",
+  "objective.kl_hold_steps",
+  "objective.free_bits",
+  "objective.kl_time_weight",
+)
+# Keys that only the stepwise objective reads.
+STEPWISE_ONLY = ("objective.nfes", "objective.z_policy", "objective.rao_blackwell", "objective.step_draw")
+
+
+def unread_keys(config) -> tuple[str, ...]:
+  """The fingerprint keys that config's model and objective do not read: left out of the record and
+  of the comparison, so that an option the run ignores never refuses its checkpoint."""
+  unread = LATENT_ONLY if config.model.latent_dim == 0 else ()
+  return unread + (STEPWISE_ONLY if config.objective.name != "stepwise" else ())
 
 
 def fingerprint(config) -> dict[str, Any]:
@@ -42,9 +59,8 @@ def fingerprint(config) -> dict[str, Any]:
   for section in FINGERPRINT_SECTIONS:
     for key, value in config[section].items():
       flat[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
-  if config.model.latent_dim == 0:
-    for key in LATENT_ONLY:
-      flat.pop(key, None)
+  for key in unread_keys(config):
+    flat.pop(key, None)
   return flat
 
 
@@ -105,6 +121,8 @@ class Checkpointer:
     checkpoint was trained on: the same corpus moved, copied or mounted elsewhere."""
     meta = self.read_meta(step) if meta is None else meta
     saved, current = meta.get("fingerprint", {}), fingerprint(config)
+    unread = unread_keys(config)
+    saved = {k: v for k, v in saved.items() if k not in unread}
     saved = {**{k: v for k, v in IMPLIED_BY_OLDER_RELEASES.items() if k in current}, **saved}
     moved = bool(content) and meta.get("data_content") == content
     diffs = [

@@ -174,3 +174,13 @@ def test_model_options_reach_the_network(per_position, latent_path):
     assert path["features"].shape == (m.latent_dim, rows, m.latent_dim)
     assert path["embed"].shape == path["condition"].shape == (m.latent_dim, m.width)
   assert params["params"]["encoder"]["mean"]["kernel"].shape == (m.encoder_width, m.latent_dim)
+
+
+def test_encoder_pool_reaches_the_encoder_and_a_bad_one_is_refused():
+  config = load_config("sudoku.py", "vmd+")
+  config.model.encoder_pool = "position"
+  encoder = _abstract_params(config, 9, 81)["params"]["encoder"]
+  assert encoder["pool_weights"].shape == (81, config.model.encoder_width)
+  config.model.encoder_pool = "max"
+  with pytest.raises(ConfigError, match="model.encoder_pool='max'"):
+    validate(config)

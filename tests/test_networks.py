@@ -84,6 +84,27 @@ def test_posterior_depends_on_tokens_and_mask():
   assert not np.allclose(all_masked.mean[0], all_masked.mean[1])
 
 
+@pytest.mark.parametrize("block_size", [0, 3])
+def test_position_pooling_tells_apart_what_the_mean_cannot(block_size):
+  """Two sequences of each block holding the same tokens in another order, with no position embedding
+  (a solved Sudoku's rows, columns and boxes hold the same digits in every grid): the mean-pooled
+  posterior is the same for both, one pooled with a weight per position is not."""
+  x0 = jnp.asarray([[0, 1, 2, 3, 4, 0], [2, 0, 1, 0, 3, 4]])
+  masked = jnp.zeros((2, L), bool)
+  means = {}
+  for pool in networks.ENCODER_POOLS:
+    encoder = networks.PosteriorEncoder(V, L, 8, width=32, block_size=block_size, pool=pool)
+    params = encoder.init(jax.random.PRNGKey(0), x0, masked)
+    params = jax.tree_util.tree_map_with_path(
+      lambda path, p: jnp.zeros_like(p) if "pos_embed" in jax.tree_util.keystr(path) else p, params
+    )
+    posterior = jax.jit(encoder.apply)(params, x0, masked)
+    assert posterior.mean.shape == ((2, 8) if block_size == 0 else (2, 2, 8))
+    means[pool] = np.asarray(posterior.mean)
+  np.testing.assert_allclose(means["mean"][0], means["mean"][1], atol=1e-5)
+  assert np.abs(means["position"][0] - means["position"][1]).max() > 0.1
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_outputs_close_to_float32():
   """Mixed precision: the same float32 parameters, bf16 matmuls, float32 logits and posterior."""
   model, params = _init(latent_dim=8)

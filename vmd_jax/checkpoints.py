@@ -31,11 +31,17 @@ IMPLIED_BY_OLDER_RELEASES = {
   "objective.rao_blackwell": False,
   "objective.step_draw": "nfe",
   "objective.kl_hold_steps": 0,
+  "model.encoder_pool": "mean",
 }
-# Keys that do not shape the state of a model without a latent: its path, and the KL's weighting.
+# Keys that do not shape the state of a model without a latent: its path and encoder, the KL's weighting.
 LATENT_ONLY = (
   "model.latent_path",
   "model.latent_rank",
+  "model.encoder_width",
+  "model.encoder_depth",
+  "model.encoder_init_log_std",
+  "model.encoder_sees_prefix",
+  "model.encoder_pool",
   "objective.beta",
   "objective.kl_warmup_steps",
   "objective.kl_hold_steps",

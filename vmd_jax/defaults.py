@@ -98,6 +98,9 @@ def _model() -> ml_collections.ConfigDict:
   s.encoder_width = 64
   s.encoder_depth = 1
   s.encoder_init_log_std = 0.0
+  # mean | position (a learned weight per position and feature: the mean of a solved Sudoku's cells is
+  # nearly the same for every grid, so a mean-pooled encoder cannot tell solutions apart; README)
+  s.encoder_pool = "mean"
   s.dtype = "auto"  # computation: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
   return s
 

@@ -41,6 +41,8 @@ def check_config(model_config, has_latent: bool | None) -> None:
     raise ConfigError(f"model.dtype={m.dtype!r}: choose one of {sorted(DTYPES) + ['auto']}")
   if m.latent_path not in networks.LATENT_PATHS:
     raise ConfigError(f"model.latent_path={m.latent_path!r}: choose one of {list(networks.LATENT_PATHS)}")
+  if m.encoder_pool not in networks.ENCODER_POOLS:
+    raise ConfigError(f"model.encoder_pool={m.encoder_pool!r}: choose one of {list(networks.ENCODER_POOLS)}")
   if m.latent_rank <= 0:
     raise ConfigError(f"model.latent_rank={m.latent_rank}: must be positive")
   if m.block_size < 0:
@@ -100,6 +102,7 @@ def build_model(config, vocab_size: int, length: int) -> networks.VMDModel:
       block_size=m.block_size,
       sees_prefix=m.encoder_sees_prefix,
       dtype=dtype,
+      pool=m.encoder_pool,
     )
   return networks.VMDModel(denoiser=denoiser, encoder=encoder)
 

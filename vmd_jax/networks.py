@@ -398,6 +398,8 @@ class LatentProjection(nn.Module):
 
 
 LATENT_PATHS = ("adaln", "low_rank", "low_rank_adaln")
+# How the posterior encoder pools its positions: a plain mean, or a learned weight per position and feature
+ENCODER_POOLS = ("mean", "position")
 
 
 def per_block(x: jax.Array, batch_ndim: int) -> jax.Array:
@@ -537,7 +539,8 @@ class Denoiser(nn.Module):
 
 
 class PosteriorEncoder(nn.Module):
-  """q(z | x0, M_t): a transformer over the clean tokens and the mask indicator, mean-pooled.
+  """q(z | x0, M_t): a transformer over the clean tokens and the mask indicator, pooled over positions
+  (`pool`: their mean, or a sum with a learned weight per position and feature).
 
   The encoder sees x0 and which positions are masked in x_t (as in VADD: an encoder blind to x_t
   collapsed there). For the global-latent bound it is called with every position masked. With
@@ -556,6 +559,7 @@ class PosteriorEncoder(nn.Module):
   block_size: int = 0
   sees_prefix: bool = False
   dtype: Any = jnp.float32  # computation dtype of the blocks; the pooled head runs in float32
+  pool: str = "mean"  # one of ENCODER_POOLS
 
   @nn.compact
   def __call__(
@@ -582,7 +586,15 @@ class PosteriorEncoder(nn.Module):
       )
       h, _ = block(h, cond, train, mask)
     h = h.astype(jnp.float32).reshape(batch, num_blocks, size, self.width)
-    pooled = nn.LayerNorm()(jnp.mean(h, axis=2))  # pooled: [batch, blocks, width]
+    if self.pool == "position":
+      # each position of a block (of the sequence) weighs each feature its own way: a solved Sudoku holds
+      # every digit nine times, so its plain mean is nearly the same for every grid
+      slots = self.block_size or self.max_length
+      weights = self.param("pool_weights", nn.initializers.normal(1.0), (slots, self.width))
+      pooled = jnp.einsum("bksw,sw->bkw", h, weights[:size]) / np.sqrt(size)
+    else:
+      pooled = jnp.mean(h, axis=2)
+    pooled = nn.LayerNorm()(pooled)  # [batch, blocks, width]
     mean = nn.Dense(self.latent_dim, name="mean")(pooled)
     log_std = nn.Dense(self.latent_dim, kernel_init=zeros, name="log_std")(pooled) + self.init_log_std
     if self.block_size == 0:

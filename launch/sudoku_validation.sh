@@ -8,10 +8,10 @@
 #   RUN=runs/sudoku/vmd METHOD=vmd POLICIES="fixed per_step" bash launch/sudoku_validation.sh
 #
 # NFES and DECODERS: the eval.nfes and eval.decoders tuples; EXTRA: overrides for every evaluation.
-# TRAIN_NFES: the NFEs the stepwise objective of vmd+ trained for (the config's eval.nfes, each but the
-# largest twice, which NFES would otherwise replace in the checkpoint's fingerprint; a run of release 0.9
-# or before, trained with step_draw=step: TRAIN_NFES="(5,10,20,50)"
-# EXTRA="--config.objective.step_draw=step"); empty for methods without it.
+# TRAIN_NFES: the NFEs the stepwise objective of vmd+ trained for, where the config does not set them
+# (empty: the config's objective.nfes, which release 0.11 sets; a run of release 0.10:
+# TRAIN_NFES="(5,5,10,10,20,20,50)"; of release 0.9 or before, trained with step_draw=step:
+# TRAIN_NFES="(5,10,20,50)" EXTRA="--config.objective.step_draw=step").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/sudoku/vmd+}
@@ -22,7 +22,7 @@ read -r -a POLICIES <<<"${POLICIES:-parallel_only per_step}"
 read -r -a EXTRA <<<"${EXTRA:-}"
 NFES=${NFES:-(5,10,20)}
 DECODERS=${DECODERS:-(\"margin\",)}
-if [[ $METHOD == vmd+* ]]; then TRAIN_NFES=${TRAIN_NFES-(5,5,10,10,20,20,50)}; else TRAIN_NFES=${TRAIN_NFES-}; fi
+TRAIN_NFES=${TRAIN_NFES:-}
 [[ -n $TRAIN_NFES ]] && EXTRA+=("--config.objective.nfes=$TRAIN_NFES")
 [[ -d "$RUN/checkpoints" ]] || { echo "$RUN has no checkpoints: train it first" >&2; exit 2; }
 workdirs=()

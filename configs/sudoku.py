@@ -1,7 +1,8 @@
 """Sudoku solving, clue-conditioned: `configs/sudoku.py:<method>[,<size>]`, or `:compare[,<size>]`.
 
 method: mdm, vmd (the paper's), vmd+ (the synthetic sets' recipe with T drawn first,
-objective.step_draw = nfe, chosen on the validation puzzles; its z goes unused here: README) or global;
+objective.step_draw = nfe, the 5-step sampler 3 times in 7, chosen on the validation puzzles; its z
+goes unused with the default mean-pooled encoder: README) or global;
 size: cpu (default; 5,000 steps of batch 64, 67 to 84 minutes of training per run on one CPU core) or
 gpu (the paper's scale, a 6M-parameter denoiser).
 `compare` trains and evaluates MDM, the paper's VMD and vmd+ in DIR/mdm, DIR/vmd and DIR/vmd+ (in

@@ -2,7 +2,8 @@
 variance of q(z | x0)'s mean that lies between examples, its mean standard deviation and the KL to the
 prior, for each trained run, and for a fresh initialisation of the same config with each
 model.encoder_pool. The encoder sees each example whole, with the positions that a sampler fills in
-(all but the clues or the prompt) marked as masked: the posterior of a sampler's first step.
+(all but the clues or the prompt) marked as masked: the posterior of the z that a sampler's parallel
+steps share.
 
   python launch/encoder_signal.py runs/sudoku_draw/vmd+_drawnfe
   python launch/encoder_signal.py --trained-only runs/sudoku_w5/vmd+_w5 runs/sudoku_w5/vmd+_pool

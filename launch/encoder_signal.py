@@ -17,17 +17,14 @@ import argparse
 import jax
 import numpy as np
 
-from vmd_jax import api, networks, trainer
+from vmd_jax import api, networks, objectives, trainer
 from vmd_jax.data import pipeline
 
 
-def signal(network, params, tokens: np.ndarray, masked: np.ndarray) -> tuple[float, float, float]:
+def signal(network, params, tokens: np.ndarray, given: np.ndarray | None) -> tuple[float, float, float]:
   """(share of the mean's variance between examples, mean posterior std, mean KL in nats)."""
-  posterior = jax.jit(lambda p, x, m: network.apply(p, x, m, method="posterior"))(params, tokens, masked)
-  mean, log_std = np.asarray(posterior.mean), np.asarray(posterior.log_std)
-  between = float(mean.var(axis=0).mean() / max((mean**2).mean(), 1e-12))
-  kl = float(np.asarray(networks.kl_to_prior(posterior)).reshape(len(tokens), -1).sum(-1).mean())
-  return between, float(np.exp(log_std).mean()), kl
+  values = jax.jit(lambda p, x, g: objectives.latent_signal(network, p, x, g))(params, tokens, given)
+  return tuple(float(values[name]) for name in ("z_share", "z_std", "z_kl"))
 
 
 def main() -> None:
@@ -45,7 +42,7 @@ def main() -> None:
       raise SystemExit(f"{workdir}: a model without a latent has no encoder")
     data = pipeline.load(config.data)
     tokens = data.train[: args.num]
-    given = data.train_given[: args.num] if data.train_given is not None else np.zeros_like(tokens, bool)
+    given = data.train_given[: args.num] if data.train_given is not None else None
     rows = [("trained", trained.network, trained.params)]
     for pool in () if args.trained_only else networks.ENCODER_POOLS:
       fresh = config.copy_and_resolve_references()
@@ -53,7 +50,7 @@ def main() -> None:
       run = trainer.Run(fresh, None, data)
       rows.append((f"initial, encoder_pool={pool}", run.model, run.state.params))
     for name, network, params in rows:
-      between, std, kl = signal(network, params, tokens, ~given)
+      between, std, kl = signal(network, params, tokens, given)
       print(f"| {workdir} | {name} | {len(tokens)} | {between:.4f} | {std:.3f} | {kl:.3f} |")
 
 

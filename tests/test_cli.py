@@ -48,7 +48,9 @@ def test_train_writes_results_pictures_metrics_and_checkpoints(trained):
   assert results["steps"] == 4 and results["method"] == "vmd" and results["dataset"] == "pair"
   assert os.path.getsize(os.path.join(workdir, "joint_nfe1.png")) > 1000
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    assert [json.loads(line)["step"] for line in f] == [2, 4]
+    logged = [json.loads(line) for line in f]
+  assert [line["step"] for line in logged] == [2, 4]
+  assert all(0 <= line["z_share"] <= 1 and line["z_kl"] >= 0 for line in logged)  # a latent model's signal
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert "step 4/4" in proc.stdout and "steps/s" in proc.stdout and "ETA" in proc.stdout
 

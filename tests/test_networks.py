@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmd_jax import networks
+from vmd_jax import networks, objectives
 
 V, L = 5, 6
 
@@ -103,6 +103,26 @@ def test_position_pooling_tells_apart_what_the_mean_cannot(block_size):
     means[pool] = np.asarray(posterior.mean)
   np.testing.assert_allclose(means["mean"][0], means["mean"][1], atol=1e-5)
   assert np.abs(means["position"][0] - means["position"][1]).max() > 0.1
+
+
+@pytest.mark.parametrize("block_size", [0, 3])
+def test_latent_signal_counts_only_what_differs_between_examples(block_size):
+  """objectives.latent_signal's z_share: 0 when every example is the same (a posterior that carries
+  nothing about its example), above 0 when they differ, and a share of the batch's own spread, so a
+  batch holding each example twice gives the same value; positions marked as given (clues, a prompt)
+  reach the encoder as unmasked, which changes its posterior."""
+  model, params = _init(latent_dim=8, block_size=block_size)
+  x0 = jax.random.randint(jax.random.PRNGKey(4), (4, L), 0, V)
+  signal = jax.jit(lambda p, x, g: objectives.latent_signal(model, p, x, g))
+  same = signal(params, jnp.repeat(x0[:1], 4, axis=0), None)
+  assert float(same["z_share"]) < 1e-9
+  differ = signal(params, x0, None)
+  assert 1e-4 < float(differ["z_share"]) <= 1.0
+  twice = signal(params, jnp.concatenate([x0, x0]), None)
+  np.testing.assert_allclose(twice["z_share"], differ["z_share"], rtol=1e-5)
+  np.testing.assert_allclose(twice["z_kl"], differ["z_kl"], rtol=1e-5)
+  given = jnp.zeros(x0.shape, bool).at[:, :2].set(True)
+  assert float(signal(params, x0, given)["z_kl"]) != float(differ["z_kl"])
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_outputs_close_to_float32():

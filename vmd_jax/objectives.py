@@ -406,6 +406,24 @@ def global_posterior(model, params, x0):
   return model.apply(params, x0, jnp.ones(x0.shape, bool), method="posterior")
 
 
+def latent_signal(model, params, x0, given=None) -> dict[str, jax.Array]:
+  """How much q(z | x0) tells the examples of x0 apart, with the encoder seeing what a sampler fills in
+  as masked (every position, or all but `given`: clues, prompts): the posterior of the z that a
+  sampler's parallel steps share. Returns scalars:
+  - z_share: the share of the posterior mean's second moment that lies between examples (its variance
+    over the batch, over its mean square). Near 0, z is the same for every example and carries
+    nothing about it, whatever the KL says;
+  - z_std: the posterior's mean standard deviation;
+  - z_kl: the mean KL to the prior in nats per example.
+  """
+  masked = jnp.ones(x0.shape, bool) if given is None else ~given
+  posterior = model.apply(params, x0, masked, method="posterior")
+  mean = posterior.mean
+  share = jnp.mean(jnp.var(mean, axis=0)) / jnp.maximum(jnp.mean(mean**2), 1e-12)
+  kl = jnp.sum(networks.kl_to_prior(posterior).reshape(x0.shape[0], -1), axis=-1)
+  return {"z_share": share, "z_std": jnp.mean(jnp.exp(posterior.log_std)), "z_kl": jnp.mean(kl)}
+
+
 PROPOSALS = ("posterior", "prior", "step")
 
 

@@ -218,6 +218,12 @@ class Run:
     self.tx = make_optimizer(config.train)
     self.settings = objectives.settings_from_config(config.objective)
     self.train_step = make_train_step(self.model, self.tx, self.settings, config.train.ema_decay, self.mesh)
+    # logged beside the loss: whether z tells the training examples apart (objectives.latent_signal)
+    self.latent_signal = jax.jit(
+      lambda params, tokens, given: objectives.latent_signal(
+        self.model, params, tokens[0], None if given is None else given[0]
+      )
+    )
     self.state = init_state(self.model, self.tx, config, dataset.length, self.mesh)
     self.checkpointer = None
     if workdir is not None:
@@ -299,12 +305,20 @@ class Run:
           means = {k: float(np.mean([jax.device_get(m[k]) for m in history])) for k in history[0]}
           means.pop("finite")
           history = []
+          if self.model.latent_dim > 0:
+            means.update(self._latent_signal(batch))
           writer.write(step, means)
           if jax.process_index() == 0:
-            print(progress.line(step, {k: means[k] for k in ("loss", "kl") if k in means}), flush=True)
+            shown = ("loss", "kl", "z_share")
+            print(progress.line(step, {k: means[k] for k in shown if k in means}), flush=True)
         if save:
           self.save()
     return True
+
+  def _latent_signal(self, batch) -> dict[str, float]:
+    """objectives.latent_signal of the current parameters on the first microbatch of `batch`."""
+    values = self.latent_signal(self.state.params, batch["tokens"], batch.get("given"))
+    return {name: float(jax.device_get(value)) for name, value in values.items()}
 
   def _check_finite(self, metrics, step: int) -> None:
     """Raise TrainingError when the step that ended at `step` had a non-finite loss or gradient."""

@@ -3,7 +3,8 @@
 method: mdm, vmd (the paper's), vmd+ (the synthetic sets' recipe with T drawn first,
 objective.step_draw = nfe, the 5-step sampler 3 times in 7, chosen on the validation puzzles; its z
 goes unused with the default mean-pooled encoder: README) or global;
-size: cpu (default; 5,000 steps of batch 64, 67 to 84 minutes of training per run on one CPU core) or
+size: cpu (default; 5,000 steps of batch 64: 67 to 84 minutes of training per run on one CPU core beside
+another run, and 40 (mdm), 49 (vmd+) and 57 (vmd) minutes alone on 2 cores by launch/sudoku_hour.sh) or
 gpu (the paper's scale, a 6M-parameter denoiser).
 `compare` trains and evaluates MDM, the paper's VMD and vmd+ in DIR/mdm, DIR/vmd and DIR/vmd+ (in
 that order) and prints the accuracy tables with each VMD's paired difference from MDM and its 95% interval.
@@ -45,9 +46,10 @@ def _single(method: str, size: str) -> ml_collections.ConfigDict:
   config.eval.token_rule = "argmax"  # a puzzle has one answer: both methods fill in their mode
   config.objective.kl_warmup_steps = 1_000
   if method != "mdm":
-    # Without a floor the KL fell to 0.03 nats per puzzle by step 750 and z was ignored: the
-    # denoiser first learns the row, column and box rules, which z cannot help with. 0.25 nats per
-    # dimension (4 nats per puzzle) keeps the posterior alive until the hard cells need it.
+    # Without a floor the logged KL fell to 0.03 nats per cell (2.4 per puzzle) by step 750 and z was
+    # ignored: the denoiser first learns the row, column and box rules, which z cannot help with. 0.25
+    # nats per dimension (4 nats per puzzle) keeps the KL up, but with the mean-pooled encoder the
+    # posterior is still the same for every puzzle (z_share about 0: README, "Why z goes unused").
     config.objective.free_bits = 0.25
   if config.objective.name == "stepwise":
     # T first, not a step uniform among the 85 steps of the 5, 10, 20 and 50-step samplers: with T

@@ -321,6 +321,19 @@ def test_report_compares_runs_puzzle_by_puzzle(tmp_path):
   gain = 100 * (vmd["acc@margin@nfe5"].mean() - mdm["acc@margin@nfe5"].mean())
   assert f"+{gain:.1f} ±" in rows["easy", "margin", "5"]
   assert os.path.getsize(figures / "sudoku_nfe.png") > 0
+  # a control against the run it controls: the same pairs, the other way round
+  swapped = report.main([str(tmp_path)], reference="vmd+")
+  assert "| puzzles | decoder | NFE | VMD+ | MDM | MDM - VMD+ (95% CI) | outcome |" in swapped
+  flipped = {
+    tuple(cell.strip() for cell in line.split("|")[1:4]): line
+    for line in swapped.splitlines()
+    if line.startswith(("| easy | margin |", "| hard | margin |"))
+  }
+  assert f"| -{gain:.1f} ± " in flipped["easy", "margin", "5"]
+  assert flipped["easy", "margin", "5"].endswith("| VMD+ better |")
+  assert flipped["hard", "margin", "5"].endswith("| MDM better |")
+  with pytest.raises(ValueError, match="exactly one run"):
+    report.main([str(tmp_path)], reference="vmd")
 
 
 def test_valid_units_against_brute_force(base):

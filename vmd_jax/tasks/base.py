@@ -44,6 +44,9 @@ class Task:
     del model, puzzles, nfe, order, seed
     raise ConfigError(f"the {self.name} task has no puzzles to solve")
 
+  # whether table() takes `reference`: the method that the other runs are paired against
+  pairs_runs = False
+
   def table(self, runs: dict[str, tuple[dict, str]]) -> str:
     """The markdown tables of these runs."""
     raise NotImplementedError

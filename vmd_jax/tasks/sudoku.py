@@ -306,23 +306,35 @@ class Sudoku(base.Task):
     out = solve_puzzles(model.network, model.params, model.config, nfe, order, tokens, given, key)
     return out.tokens + 1
 
-  def table(self, runs) -> str:
+  pairs_runs = True
+
+  def table(self, runs, reference: str | None = None) -> str:
+    """The tables of every run, then each other method's paired difference from the one run whose
+    method is `reference` (default mdm; without such a run, the tables alone). A named reference that
+    no single run has is an error."""
     results = {name: result for name, (result, _) in runs.items()}
     text = sudoku_table(results)
     by_method = {}
     for result, workdir in runs.values():
       by_method.setdefault(result.get("method"), []).append(workdir)
-    if len(by_method.get("mdm", [])) != 1:
-      return text
+    base_method = "mdm" if reference is None else reference
+    if len(by_method.get(base_method, [])) != 1:
+      if reference is None:
+        return text
+      raise ValueError(
+        f"reference {reference!r} must be the method of exactly one run; the runs' methods: "
+        f"{sorted(str(m) for m in by_method)}"
+      )
     split = next(iter(runs.values()))[0].get("eval_split", "test")
-    with np.load(os.path.join(by_method["mdm"][0], _solved_name(split))) as f:
+    with np.load(os.path.join(by_method[base_method][0], _solved_name(split))) as f:
       base_solved = dict(f)
-    for method, workdirs in by_method.items():  # each other method of one run against the MDM
-      if method == "mdm" or len(workdirs) != 1:
+    base_name = str(base_method).upper()
+    for method, workdirs in by_method.items():  # each other method of one run against the reference
+      if method == base_method or len(workdirs) != 1:
         continue
       with np.load(os.path.join(workdirs[0], _solved_name(split))) as f:
         solved = dict(f)
-      text += "\n\n" + sudoku_difference_table(base_solved, solved, "MDM", str(method).upper())
+      text += "\n\n" + sudoku_difference_table(base_solved, solved, base_name, str(method).upper())
     return text
 
   def figures(self, runs, directory: str) -> list[str]:

@@ -3,6 +3,7 @@ workdir as it was."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -69,6 +70,21 @@ def test_eval_mode_reproduces_the_results_of_training(trained, data_dir):
   assert evaluated == after_training  # the same checkpoint and seeds: the same numbers
   assert evaluated["train_seconds"] > 0
   assert "| pair | vmd | 4 |" in proc.stdout and "{" not in proc.stdout  # tables, not the JSON
+
+
+def test_train_only_mode_trains_on_and_evaluates_nothing(trained, data_dir, tmp_path):
+  """--mode=train_only resumes the checkpoint to the new step count and leaves the results as they were."""
+  workdir = str(tmp_path / "pair_vmd")
+  shutil.copytree(trained[0], workdir)
+  before = _tree(workdir)["results.json"]
+  proc = run_in_process(
+    workdir, "configs/synthetic.py:pair,vmd", "--config.train.steps=6", "--mode=train_only", data_dir=data_dir
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _tree(workdir)["results.json"] == before
+  with open(os.path.join(workdir, "train_time.json")) as f:
+    assert json.load(f)["step"] == 6
+  assert "step 6/6" in proc.stdout and "|---|" not in proc.stdout  # progress, and no results table
 
 
 def test_sample_mode_uses_the_checkpoint(trained, data_dir, capsys):

@@ -1,9 +1,10 @@
 """Command line: `python -m vmd_jax.main --config=configs/<file>.py[:<arg>] --workdir=DIR [--mode=...]`.
 
 train (default): train to config.train.steps (resuming from DIR's checkpoint if any), evaluate, and
-  write DIR/results.json (results_validation.json for a task's eval.split=validation); eval: evaluate
-  the latest checkpoint; sample: write samples at each eval NFE;
-  prepare: only generate (or convert) the dataset, so that runs started side by side find it ready.
+  write DIR/results.json (results_validation.json for a task's eval.split=validation); train_only:
+  train without evaluating (evaluate later with eval); eval: evaluate the latest checkpoint; sample:
+  write samples at each eval NFE; prepare: only generate (or convert) the dataset, so that runs started
+  side by side find it ready.
 A compare config (configs/compare.py, the default, or configs/sudoku.py:compare) trains and evaluates
 each of its runs in DIR/<run> (or, with --mode=eval, evaluates their checkpoints), prints its task's
 tables and draws its figures. The terminal gets the progress lines and the tables; the results go to
@@ -37,7 +38,9 @@ DEFAULT_CONFIG = os.path.join(
 
 config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file[:arg].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results and pictures.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "prepare"], "What to do with the config.")
+flags.DEFINE_enum(
+  "mode", "train", ["train", "train_only", "eval", "sample", "prepare"], "What to do with the config."
+)
 FLAGS = flags.FLAGS
 
 
@@ -78,9 +81,11 @@ def run_single(config, workdir: str, mode: str) -> dict | None:
     return None
   if mode == "sample":
     return _sample(config, workdir)
-  if mode == "train":
-    model = api.train(config, workdir)
-    return None if model is None else model.results
+  if mode in ("train", "train_only"):
+    model = api.train(config, workdir, evaluate_after=mode == "train")
+    if model is None:
+      return None
+    return model.results if mode == "train" else {}
   run = _restored_run(config, workdir, mode)
   try:
     return api.evaluate(run)
@@ -90,7 +95,8 @@ def run_single(config, workdir: str, mode: str) -> dict | None:
 
 def run_compare(config, workdir: str, mode: str = "train") -> None:
   """Train (mode 'train') or only evaluate (mode 'eval') every run of a compare config, or only
-  prepare their datasets (mode 'prepare'); then print the task's tables and draw its figures."""
+  train them (mode 'train_only') or prepare their datasets (mode 'prepare'); then, unless only trained
+  or prepared, print the task's tables and draw its figures."""
   for sub in config.runs.values():
     validate(sub)
   task_names = {sub.task for sub in config.runs.values()}
@@ -107,7 +113,7 @@ def run_compare(config, workdir: str, mode: str = "train") -> None:
     if results is None and mode != "prepare":  # preempted: the same command resumes this run and the rest
       return
     runs[name] = (results, run_dir)
-  if mode == "prepare":
+  if mode in ("prepare", "train_only"):
     return
   api.write_json(os.path.join(workdir, "comparison.json"), {name: r for name, (r, _) in runs.items()})
   if jax.process_index() == 0:
@@ -132,7 +138,7 @@ def main(argv):
     run_compare(config, FLAGS.workdir, FLAGS.mode)
     return
   results = run_single(config, FLAGS.workdir, FLAGS.mode)
-  if results is not None:
+  if results:  # None: preempted, sampled or prepared; {}: trained only
     name = os.path.basename(os.path.normpath(FLAGS.workdir))
     _print(tasks.get(config.task).table({name: (results, FLAGS.workdir)}))
 

@@ -83,4 +83,4 @@ class Progress:
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     shown = " ".join(f"{k} {float(v):.4f}" for k, v in sorted(scalars.items()))
     eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
-    return f"step {step}/{self.total} | {shown} | {rate:.1f} steps/s | ETA {eta_text}"
+    return f"step {step}/{self.total} | {shown} | {rate:.3g} steps/s | ETA {eta_text}"

@@ -41,5 +41,6 @@ for variant in "${VARIANTS[@]}"; do
   [[ -n $rate ]] || { echo "$name: no progress line in its log" >&2; exit 1; }
   [[ -n $first ]] || first=$rate
   "$PYTHON" -c 'import sys; r, f, m = map(float, sys.argv[2:]); print(
-    f"| {sys.argv[1]} | {1 / r:.3f} | {f / r:.2f} | {int(m * 60 * r):,} |")' "$name" "$rate" "$first" "$MINUTES"
+    f"| {sys.argv[1]} | {1 / r:.3f} | {f / r:.2f} | {int(m * 60 * r):,} |")' \
+    "$name" "$rate" "$first" "$MINUTES"
 done

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Variants of a cpu Sudoku config compared on the validation puzzles (easy and hard, never the test
-# sets): each variant trains in $OUT/<name> on a core of its own (variant i on core FIRST_CORE + i mod
-# the core count, all at once), is evaluated with eval.split=validation and margin decoding, and is then paired
-# puzzle by puzzle against the REFERENCE run with `python -m vmd_jax.report --reference`.
+# sets): each variant trains in $OUT/<name> on a core of its own (variant i on core FIRST_CORE + i,
+# modulo the core count; all at once), is evaluated with eval.split=validation and margin decoding,
+# and is then paired puzzle by puzzle against the REFERENCE run (`python -m vmd_jax.report --reference`).
 #
 #   bash launch/sudoku_sweep.sh NAME "OVERRIDES" [NAME "OVERRIDES" ...]
-#   REFERENCE=runs/sudoku_sweep/base bash launch/sudoku_sweep.sh lr2e-3 "--config.train.learning_rate=2e-3"
+#   bash launch/sudoku_sweep.sh base "" lr2e-3 "--config.train.learning_rate=2e-3"
 #
-# METHOD: the config's method (vmd+); FIRST_CORE: the core of the first variant (0); OUT: where the variants go (runs/sudoku_sweep); REFERENCE: a run
-# directory evaluated on validation (default: the variant named base in OUT, trained with "" as its
-# overrides where it is not there yet). A variant whose directory already holds its validation results is
-# not trained again; one with checkpoints and no results resumes where it stopped.
+# METHOD: the config's method (vmd+); FIRST_CORE: the core of the first variant (0); OUT: where the
+# variants go (runs/sudoku_sweep); REFERENCE: a run directory evaluated on validation (default: the
+# variant named base in OUT, trained with "" as its overrides). A variant whose directory already holds
+# its validation results is not trained again; one with checkpoints and no results resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -18,7 +18,7 @@ METHOD=${METHOD:-vmd+}
 OUT=${OUT:-runs/sudoku_sweep}
 REFERENCE=${REFERENCE:-$OUT/base}
 FIRST_CORE=${FIRST_CORE:-0}
-(($# > 0 && $# % 2 == 0)) || { sed -n 2,13p "$0" >&2; exit 2; }
+(($# > 0 && $# % 2 == 0)) || { sed -n 2,12p "$0" >&2; exit 2; }
 mkdir -p "$OUT"
 cores=$(nproc)
 names=()
@@ -48,6 +48,7 @@ for name in "${names[@]}"; do
 done
 "$PYTHON" -m vmd_jax.report --split=validation --reference="$label" "${dirs[@]}"
 for name in "${names[@]}"; do
-  "$PYTHON" -c 'import json, sys; print(sys.argv[2], "trained", json.load(open(sys.argv[1]))["train_seconds"], "s")' \
-    "$OUT/$name/train_time.json" "$name"
+  seconds=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["train_seconds"])' \
+    "$OUT/$name/train_time.json")
+  echo "$name trained $seconds s"
 done

@@ -74,8 +74,9 @@ def _single(method: str, size: str) -> ml_collections.ConfigDict:
     # at NFE 20 and 50 (README, "Steps to fill the hour on validation")
     config.train.steps = 5_000
     config.train.batch_size = 64
-    # 2e-3 lost 7.5 points at NFE 5 on the easy validation puzzles (won 4 at NFE 20 and 50), and 6
-    # layers at 4,400 steps lost or tied everywhere (README, "Learning rate and depth on validation")
+    # 2e-3 was 7.5 points behind seed 0 at NFE 5 on the easy validation puzzles, inside the spread of
+    # two training seeds, and 4 ahead of both at NFE 20 and 50: a candidate, not yet adopted (README,
+    # "A second training seed"); 6 layers at 4,400 steps lost or tied everywhere
     config.train.learning_rate = 1e-3
     config.train.warmup_steps = 300
   else:

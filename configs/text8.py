@@ -10,10 +10,11 @@ objective without a latent), i.e. next-character cross-entropy. size:
   --config.data.path=DIR (or the zip) holding text8.zip or the extracted text8.
 - cpu: a text8-style corpus (--config.data.path=FILE of space and a-z only, split 90/5/5 like text8:
   `sotu8` of launch/sotu_corpus.py, or text8 itself; a corpus of other characters takes
-  --config.data.name=text_file), a 4-layer width-128 denoiser on 64-character sequences, 3,500 steps
-  of batch 32 (7.2M characters) at learning rate 1e-3 (2e-3 and 3e-3 were worse on validation,
-  launch/text_sweep.sh): 36 (MDM) to 44 (vmd+) minutes of training on one CPU core, two runs
-  side by side (README, "Results: text at CPU size").
+  --config.data.name=text_file), a 4-layer width-128 denoiser on 64-character sequences, 7,500 steps
+  of batch 32 (15.4M characters, 1.6 epochs of sotu8) at learning rate 1e-3 (2e-3 and 3e-3 were worse
+  on validation at 3,500 steps, and 7,500 steps beat 3,500 for MDM and vmd+, launch/text_sweep.sh):
+  39 (MDM) to 47 (vmd+) minutes of training alone on 2 CPU cores, about twice that on one core beside
+  another run (README, "Results: text at CPU size").
 Evaluation (task text): bits per character and perplexity bounds (results.json `bpc_bound`,
 `ppl_bound`, plus the finite-NFE and IWAE bounds), samples at each NFE of eval.nfes (NFE counts the
 steps of all blocks) written to the workdir with their word and 4-gram statistics, and the sampler's
@@ -52,7 +53,7 @@ def _gpu(config) -> None:
 
 
 def _cpu(config) -> None:
-  """A text8-style corpus: 4 x 128 on 64 characters, 3,500 steps of batch 32."""
+  """A text8-style corpus: 4 x 128 on 64 characters, 7,500 steps of batch 32."""
   config.data.name = "text8"
   config.data.seq_length = 64
   config.model.max_length = 64
@@ -62,7 +63,7 @@ def _cpu(config) -> None:
   config.model.latent_dim = 16 if config.model.latent_dim else 0  # mdm and ar have none
   config.model.encoder_width = 128
   config.model.encoder_depth = 1
-  config.train.steps = 3_500
+  config.train.steps = 7_500
   config.train.batch_size = 32
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200

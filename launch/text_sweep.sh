@@ -14,7 +14,10 @@
 # one launch/text_table.sh trains, so a finished table run is only evaluated on the validation split
 # here, not trained again. A variant whose results_validation.json exists is skipped; one cut off
 # mid-training resumes from its checkpoint. CORPUS: the text8-style file (launch/text_table.sh builds
-# sotu8 there).
+# sotu8 there). EXTRA: overrides for every variant and the base run, as in launch/text_table.sh (the
+# README's studies of release 0.8 to 0.14 repeat with OUT=runs/text3500 EXTRA=--config.train.steps=3500
+# in both scripts). CORES: one entry per worker, each a taskset core list ("0 1": two runs side by
+# side; "0,1": one run on both cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/text}
@@ -23,6 +26,7 @@ CORPUS=${CORPUS:-$OUT/sotu8}
 RUN=${RUN:-mdm,block4}
 read -r -a VARIANTS <<<"${VARIANTS:-base}"
 read -r -a CORES <<<"${CORES:-0 1}"
+read -r -a EXTRA <<<"${EXTRA:-}"
 [[ -e "$CORPUS" ]] || "$PYTHON" launch/sotu_corpus.py -o "$CORPUS"
 mkdir -p "$OUT/logs"
 base=${RUN//,/_}
@@ -51,7 +55,8 @@ worker() {  # core: take the next variant off the queue until none is left
     local start=$SECONDS
     # train (or resume) on the test split's settings, then evaluate on the validation split
     taskset -c "$core" "$PYTHON" -m vmd_jax.main --config="configs/text8.py:$RUN,cpu" \
-      --config.data.path="$CORPUS" --workdir="$dir" --config.eval.split=validation "${flags[@]}" \
+      --config.data.path="$CORPUS" --workdir="$dir" --config.eval.split=validation "${EXTRA[@]}" \
+      "${flags[@]}" \
       >"$OUT/logs/$(basename "$dir").validation.log" 2>&1 ||
       echo "core $core: $RUN ${variant%%:*} FAILED (see $OUT/logs/$(basename "$dir").validation.log)"
     echo "core $core: $RUN ${variant%%:*} ended after $((SECONDS - start)) s"

@@ -116,6 +116,41 @@ def test_a_run_resumes_on_its_corpus_at_another_path_and_not_on_another_corpus(t
     run_on("other")
 
 
+def test_a_model_of_long_windows_is_evaluated_on_shorter_ones_and_never_trained_there(tmp_path):
+  """Evaluation and sampling may score a checkpoint on shorter windows than it was trained on (the
+  parameters are those of model.max_length); resuming training on them is refused."""
+  import jax
+  from conftest import load_config, shrink
+
+  from vmd_jax import trainer
+  from vmd_jax.errors import CheckpointError
+
+  (tmp_path / "corpus").mkdir()
+  (tmp_path / "corpus" / "text8").write_text(_text8_corpus())
+
+  def run_on(seq_length, max_length=2 * SEQ, **kwargs):
+    config = shrink(load_config("text8.py", "mdm,block4,cpu"), str(tmp_path / "tfds"))
+    config.data.path = str(tmp_path / "corpus")
+    config.data.seq_length, config.model.max_length = seq_length, max_length
+    return trainer.Run(config, str(tmp_path / "run"), pipeline.load(config.data), **kwargs)
+
+  run = run_on(2 * SEQ)
+  run.train(until_step=1)
+  run.save()
+  trained = jax.device_get(run.state.params)
+  run.close()
+  with pytest.raises(CheckpointError, match="data.seq_length=128 .checkpoint. vs 64"):
+    run_on(SEQ)  # to train on: refused
+  short = run_on(SEQ, evaluate_only=True)
+  assert short.step == 1 and short.dataset.length == SEQ
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(short.state.params), trained)
+  with pytest.raises(ValueError, match="evaluation only"):
+    short.train()
+  short.close()
+  with pytest.raises(CheckpointError, match="model.max_length=128 .checkpoint. vs 64"):
+    run_on(SEQ, max_length=SEQ, evaluate_only=True)  # other positions: other parameters
+
+
 def test_text8_download_route_reads_the_extracted_file(tmp_path):
   """The download branch, with a stand-in download manager (the real one is never called in tests)."""
   (tmp_path / "extracted").mkdir()

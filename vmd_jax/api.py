@@ -243,7 +243,8 @@ def _config_from_record(record: dict) -> ml_collections.ConfigDict:
 
 def load(workdir: str, config=None) -> Model:
   """The trained model of workdir's latest checkpoint, with the config it was trained with (or
-  `config`, which must then match the checkpoint: CheckpointError names the fields that differ)."""
+  `config`, which must then match the checkpoint except in data.seq_length: CheckpointError names the
+  fields that differ). The model is for evaluating and sampling; train() resumes training."""
   meta = checkpoints.Checkpointer(workdir).latest_meta()
   if meta is None:
     raise CheckpointError(f"{workdir} has no readable checkpoint: train first")
@@ -258,7 +259,7 @@ def load(workdir: str, config=None) -> Model:
   shape = meta["data_shape"]
   empty = np.zeros((0, shape["length"]), np.int32)
   stub = pipeline.Dataset(config.data.name, empty, empty, shape["vocab_size"])
-  run = Run(config, workdir, stub)
+  run = Run(config, workdir, stub, evaluate_only=True)
   run.close()
   results_path = os.path.join(workdir, "results.json")
   results = None

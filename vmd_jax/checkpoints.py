@@ -19,6 +19,9 @@ from vmd_jax.errors import CheckpointError
 
 # Config sections whose values change the shape or meaning of the saved state.
 FINGERPRINT_SECTIONS = ("model", "objective", "data")
+# Fingerprint keys that may differ from the checkpoint's when it is only evaluated or sampled: they
+# shape the data, not the parameters (model.max_length, which sizes the positions, is not among them).
+EVALUATION_FREE = ("data.seq_length",)
 
 
 # Keys added to the fingerprint after a release, with the value that a checkpoint without them (one of
@@ -120,11 +123,16 @@ class Checkpointer:
         continue
     return None
 
-  def check_matches(self, step: int, config, meta: dict[str, Any] | None = None, content: str = "") -> None:
+  def check_matches(
+    self, step: int, config, meta: dict[str, Any] | None = None, content: str = "", evaluating: bool = False
+  ) -> None:
     """Raise CheckpointError naming the config values that differ from those the checkpoint was made with.
 
     data.path may differ when `content` (the dataset's, pipeline.Dataset.content) is the content the
-    checkpoint was trained on: the same corpus moved, copied or mounted elsewhere."""
+    checkpoint was trained on: the same corpus moved, copied or mounted elsewhere. When `evaluating`
+    (the checkpoint is evaluated or sampled, never trained further), data.seq_length may differ too:
+    the parameters are those of model.max_length, which must still match, so a model trained on long
+    windows can be scored on shorter ones."""
     meta = self.read_meta(step) if meta is None else meta
     saved, current = meta.get("fingerprint", {}), fingerprint(config)
     unread = unread_keys(config)
@@ -134,7 +142,9 @@ class Checkpointer:
     diffs = [
       f"{key}={saved.get(key)!r} (checkpoint) vs {current.get(key)!r} (config)"
       for key in sorted(set(saved) | set(current))
-      if saved.get(key) != current.get(key) and not (moved and key == "data.path")
+      if saved.get(key) != current.get(key)
+      and not (moved and key == "data.path")
+      and not (evaluating and key in EVALUATION_FREE)
     ]
     if diffs:
       raise CheckpointError(
@@ -152,11 +162,14 @@ class Checkpointer:
       raise CheckpointError(f"checkpoint at step {step} cannot be restored: {_first_line(e)}") from None
     return restored["state"], restored["meta"]
 
-  def restore_latest(self, abstract_state, config, content: str = "") -> tuple[Any, dict[str, Any]] | None:
+  def restore_latest(
+    self, abstract_state, config, content: str = "", evaluating: bool = False
+  ) -> tuple[Any, dict[str, Any]] | None:
     """(state, meta) of the newest readable checkpoint, or None when there is none.
 
     Unreadable checkpoints are skipped with a warning on stderr and moved aside; a readable one made
     under another config raises CheckpointError (that is a mistake in the command, not damage).
+    `evaluating`: as in check_matches.
     """
     steps = sorted(self._manager.all_steps(), reverse=True) if self._manager else []
     for step in steps:
@@ -165,7 +178,7 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any failure to read means the checkpoint is damaged
         self._set_aside(step, e)
         continue
-      self.check_matches(step, config, meta, content)
+      self.check_matches(step, config, meta, content, evaluating)
       try:
         state, _ = self.restore(step, abstract_state)
       except Exception as e:  # noqa: BLE001

@@ -51,7 +51,7 @@ def _print(text: str) -> None:
 
 def _restored_run(config, workdir: str, mode: str) -> Run:
   """The run of workdir's checkpoint (CheckpointError when there is none)."""
-  run = Run(config, workdir, api.prepare(config))
+  run = Run(config, workdir, api.prepare(config), evaluate_only=True)
   if run.checkpointer.latest_step() is None:
     run.close()
     raise CheckpointError(f"--mode={mode} needs a checkpoint, and {workdir} has none: train first")

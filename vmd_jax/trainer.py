@@ -208,10 +208,13 @@ def _sigterm_flag():
 class Run:
   """A model, its optimiser, train state and jitted train step for one config and dataset, restored
   from workdir's latest checkpoint when there is one. With workdir None nothing is read or written
-  (benchmarks, tests): `train_step(state, batch(step))` then takes steps by hand."""
+  (benchmarks, tests): `train_step(state, batch(step))` then takes steps by hand. `evaluate_only`: the
+  run is evaluated or sampled, never trained, so the checkpoint may have been trained on sequences of
+  another data.seq_length (checkpoints.EVALUATION_FREE)."""
 
-  def __init__(self, config, workdir: str | None, dataset, mesh=None):
+  def __init__(self, config, workdir: str | None, dataset, mesh=None, evaluate_only: bool = False):
     self.config, self.workdir, self.dataset = config, workdir, dataset
+    self.evaluate_only = evaluate_only
     self.mesh = make_mesh() if mesh is None else mesh
     self.accumulation = accumulation_steps(config, self.mesh)
     self.model = build_model(config, dataset.vocab_size, dataset.length)
@@ -229,7 +232,7 @@ class Run:
     if workdir is not None:
       self.checkpointer = checkpoints.Checkpointer(workdir, config.train.max_to_keep)
       restored = self.checkpointer.restore_latest(
-        checkpoints.abstract_like(self.state), config, dataset.content
+        checkpoints.abstract_like(self.state), config, dataset.content, evaluating=evaluate_only
       )
       if restored is not None:
         self.state, _ = restored
@@ -276,6 +279,8 @@ class Run:
     """
     if self.workdir is None:
       raise ValueError("Run.train needs a workdir for its checkpoints and metrics")
+    if self.evaluate_only:
+      raise ValueError("this Run was restored for evaluation only (evaluate_only=True): it cannot train")
     c = self.config.train
     end = c.steps if until_step is None else min(until_step, c.steps)
     if self.step >= end:

@@ -244,7 +244,7 @@ def _config_from_record(record: dict) -> ml_collections.ConfigDict:
 def load(workdir: str, config=None) -> Model:
   """The trained model of workdir's latest checkpoint, with the config it was trained with (or
   `config`, which must then match the checkpoint except in data.seq_length: CheckpointError names the
-  fields that differ). The model is for evaluating and sampling; train() resumes training."""
+  fields that differ). The model is for evaluating and sampling; `vmd_jax.train` resumes training."""
   meta = checkpoints.Checkpointer(workdir).latest_meta()
   if meta is None:
     raise CheckpointError(f"{workdir} has no readable checkpoint: train first")

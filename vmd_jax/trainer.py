@@ -257,6 +257,8 @@ class Run:
   def save(self) -> None:
     """Checkpoint the current state with the data position, the config fingerprint, the whole config
     and the data's shape (what `vmd_jax.load` rebuilds the model from)."""
+    if self.evaluate_only:  # its config may differ from the checkpoint's where training may not
+      raise ValueError("this Run was restored for evaluation only (evaluate_only=True): it cannot save")
     meta = {
       "config": checkpoints.config_record(self.config),
       "data_shape": {"vocab_size": self.dataset.vocab_size, "length": self.dataset.length},

@@ -35,7 +35,8 @@ worker() {  # core: take the next method off the queue until none is left
     local start=$SECONDS
     taskset -c "$core" "$PYTHON" -m vmd_jax.main --config="configs/sudoku.py:$method" \
       --workdir="$OUT/$method" "${EXTRA[@]}" >"$OUT/logs/$method.log" 2>&1 ||
-      echo "core $core: $method FAILED (see $OUT/logs/$method.log)"
+      echo "core $core: $method FAILED, status $? (3: stopped by SIGTERM, run again to resume):" \
+        "see $OUT/logs/$method.log"
     echo "core $core: $method ended after $((SECONDS - start)) s"
   done
 }

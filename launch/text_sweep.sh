@@ -58,7 +58,8 @@ worker() {  # core: take the next variant off the queue until none is left
       --config.data.path="$CORPUS" --workdir="$dir" --config.eval.split=validation "${EXTRA[@]}" \
       "${flags[@]}" \
       >"$OUT/logs/$(basename "$dir").validation.log" 2>&1 ||
-      echo "core $core: $RUN ${variant%%:*} FAILED (see $OUT/logs/$(basename "$dir").validation.log)"
+      echo "core $core: $RUN ${variant%%:*} FAILED, status $? (3: stopped by SIGTERM, run again to resume):" \
+        "see $OUT/logs/$(basename "$dir").validation.log"
     echo "core $core: $RUN ${variant%%:*} ended after $((SECONDS - start)) s"
   done
 }

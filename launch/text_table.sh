@@ -44,7 +44,8 @@ worker() {  # core: take the next run off the queue until none is left
     local start=$SECONDS
     taskset -c "$core" "$PYTHON" -m vmd_jax.main --config="configs/text8.py:$run,cpu" \
       --config.data.path="$CORPUS" --workdir="$OUT/$name" "${EXTRA[@]}" >"$OUT/logs/$name.log" 2>&1 ||
-      echo "core $core: $run FAILED (see $OUT/logs/$name.log)"
+      echo "core $core: $run FAILED, status $? (3: stopped by SIGTERM, run again to resume):" \
+        "see $OUT/logs/$name.log"
     echo "core $core: $run ended after $((SECONDS - start)) s"
   done
 }

@@ -11,7 +11,8 @@ tables and draws its figures. The terminal gets the progress lines and the table
 the files. Problems with the input (flags, config files, config values, data files, checkpoints) are
 reported as one line on stderr with exit status 2, before anything is written; so is a non-finite
 loss, which stops training with the last good checkpoint kept. SIGTERM (a preemption) saves a
-checkpoint and exits with status 0; the same command resumes.
+checkpoint and exits with status 3 (PREEMPTED_STATUS), so that a script or a job that goes on to the
+next command sees the run unfinished; the same command resumes.
 
 With several processes (config.jax_distributed) every process runs this same command: each trains on
 its own share of every batch, and each evaluates on its own devices with the same seeds, so that only
@@ -42,6 +43,11 @@ flags.DEFINE_enum(
   "mode", "train", ["train", "train_only", "eval", "sample", "prepare"], "What to do with the config."
 )
 FLAGS = flags.FLAGS
+PREEMPTED_STATUS = 3  # the exit status after SIGTERM stopped training: run the same command to resume
+
+
+class Preempted(Exception):
+  """SIGTERM stopped training after saving a checkpoint; the trainer has said so."""
 
 
 def _print(text: str) -> None:
@@ -74,7 +80,8 @@ def _sample(config, workdir: str) -> None:
 
 def run_single(config, workdir: str, mode: str) -> dict | None:
   """Train (and evaluate), evaluate, sample or prepare one config in workdir. Returns the results of
-  train and eval; None when sampling, preparing, or when a preemption stopped training."""
+  train and eval (an empty dict for train_only), None when sampling or preparing; raises Preempted when
+  SIGTERM stopped training."""
   if mode == "prepare":
     dataset = api.prepare(config)
     _print(f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}")
@@ -84,7 +91,7 @@ def run_single(config, workdir: str, mode: str) -> dict | None:
   if mode in ("train", "train_only"):
     model = api.train(config, workdir, evaluate_after=mode == "train")
     if model is None:
-      return None
+      raise Preempted(workdir)
     return model.results if mode == "train" else {}
   run = _restored_run(config, workdir, mode)
   try:
@@ -109,9 +116,7 @@ def run_compare(config, workdir: str, mode: str = "train") -> None:
     if mode != "prepare":
       _print(f"=== {name} ===")
     run_dir = os.path.join(workdir, name)
-    results = run_single(sub, run_dir, mode)
-    if results is None and mode != "prepare":  # preempted: the same command resumes this run and the rest
-      return
+    results = run_single(sub, run_dir, mode)  # Preempted: the same command resumes this run and the rest
     runs[name] = (results, run_dir)
   if mode in ("prepare", "train_only"):
     return
@@ -138,7 +143,7 @@ def main(argv):
     run_compare(config, FLAGS.workdir, FLAGS.mode)
     return
   results = run_single(config, FLAGS.workdir, FLAGS.mode)
-  if results:  # None: preempted, sampled or prepared; {}: trained only
+  if results:  # None: sampled or prepared; {}: trained only
     name = os.path.basename(os.path.normpath(FLAGS.workdir))
     _print(tasks.get(config.task).table({name: (results, FLAGS.workdir)}))
 
@@ -204,6 +209,8 @@ def command_status(argv: list[str]) -> int:
     main(parse_flags(argv))
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else 1
+  except Preempted:
+    return PREEMPTED_STATUS
   except VMDError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -216,6 +223,8 @@ def cli() -> None:
   """Entry point that turns input errors into one line on stderr and exit status 2."""
   try:
     app.run(main, flags_parser=parse_flags)
+  except Preempted:
+    sys.exit(PREEMPTED_STATUS)
   except VMDError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

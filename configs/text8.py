@@ -10,11 +10,11 @@ objective without a latent), i.e. next-character cross-entropy. size:
   --config.data.path=DIR (or the zip) holding text8.zip or the extracted text8.
 - cpu: a text8-style corpus (--config.data.path=FILE of space and a-z only, split 90/5/5 like text8:
   `sotu8` of launch/sotu_corpus.py, or text8 itself; a corpus of other characters takes
-  --config.data.name=text_file), a 4-layer width-128 denoiser on 64-character sequences, 7,500 steps
-  of batch 32 (15.4M characters, 1.6 epochs of sotu8) at learning rate 1e-3 (2e-3 and 3e-3 were worse
-  on validation at 3,500 steps, and 7,500 steps beat 3,500 for MDM and vmd+, launch/text_sweep.sh):
-  39 (MDM) to 47 (vmd+) minutes of training alone on 2 CPU cores, about twice that on one core beside
-  another run (README, "Results: text at CPU size").
+  --config.data.name=text_file), a 4-layer width-128 denoiser on 64-character sequences, batch 32 at
+  learning rate 1e-3 (2e-3 and 3e-3 were worse on validation at 3,500 steps, and 7,500 steps beat
+  3,500 for MDM and vmd+, launch/text_sweep.sh), for the steps of an hour: the steps that take at most
+  58 minutes (the hour less 2 minutes) alone on 2 CPU cores at the slowest step times measured there
+  (CPU_STEPS; README, "Steps to fill the hour"). About twice the time on one core beside another run.
 Evaluation (task text): bits per character and perplexity bounds (results.json `bpc_bound`,
 `ppl_bound`, plus the finite-NFE and IWAE bounds), samples at each NFE of eval.nfes (NFE counts the
 steps of all blocks) written to the workdir with their word and 4-gram statistics, and the sampler's
@@ -26,6 +26,12 @@ from vmd_jax.errors import ConfigError
 from vmd_jax.tasks import base_config
 
 SIZES = ("gpu", "cpu")
+# cpu size: (method, block size) -> training steps, at most 58 minutes at the slowest seconds per step
+# timed alone on 2 CPU cores (launch/hour.sh): MDM 0.459 at block 4, vmd+ 0.599 at block 4 and 0.676
+# at block 8. Blocks of other sizes take the block-8 count (larger blocks cost about the same a step).
+# The other latent methods (vmd, global, vmd+0.4) take vmd+'s counts, untimed: vmd's adaLN path costs
+# more a step. AR keeps 7,500, untimed on a slow day.
+CPU_STEPS = {"mdm": {4: 7_500, 8: 7_500}, "latent": {4: 5_700, 8: 5_000}, "ar": {1: 7_500}}
 
 
 def _gpu(config) -> None:
@@ -63,7 +69,7 @@ def _cpu(config) -> None:
   config.model.latent_dim = 16 if config.model.latent_dim else 0  # mdm and ar have none
   config.model.encoder_width = 128
   config.model.encoder_depth = 1
-  config.train.steps = 7_500
+  config.train.steps = 7_500  # MDM's and AR's; the latent methods' in get_config (CPU_STEPS)
   config.train.batch_size = 32
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200
@@ -116,6 +122,10 @@ def get_config(arg: str = "vmd,block4"):
   config.eval.token_rule = "sample"  # text: sampled characters for every method
   config.eval.temperature = 1.0
   (_gpu if size == "gpu" else _cpu)(config)
+  if size == "cpu":
+    family = "ar" if method == "ar" else "latent" if config.model.latent_dim else "mdm"
+    steps = CPU_STEPS[family]
+    config.train.steps = steps.get(block_size, steps[max(steps)])
   length = config.data.seq_length
   if block_size < 1 or length % block_size:
     raise ConfigError(f"text8 config arg {arg!r}: the block size must divide the sequence length {length}")

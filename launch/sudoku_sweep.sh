@@ -38,7 +38,11 @@ while (($# > 0)); do
   i=$((i + 1))
 done
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for pid in "${pids[@]}"; do wait "$pid" || { s=$?; ((s == 3 && status != 0)) || status=$s; }; done
+if ((status == 3)); then
+  echo "a variant was stopped by SIGTERM (checkpoint saved): run the same command again to resume" >&2
+  exit 3
+fi
 ((status == 0)) || { echo "a variant failed: see $OUT/<name>.log" >&2; exit 1; }
 label=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["method"])' \
   "$REFERENCE/results_validation.json")

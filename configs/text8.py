@@ -30,7 +30,9 @@ SIZES = ("gpu", "cpu")
 # timed alone on 2 CPU cores (launch/hour.sh): MDM 0.459 at block 4, vmd+ 0.599 at block 4 and 0.676
 # at block 8. Blocks of other sizes take the block-8 count (larger blocks cost about the same a step).
 # The other latent methods (vmd, global, vmd+0.4) take vmd+'s counts, untimed: vmd's adaLN path costs
-# more a step. AR keeps 7,500, untimed on a slow day.
+# more a step. MDM at block 8 and AR keep 7,500: timed on another day beside MDM at block 4, MDM at
+# block 8 costs 0.94 times its step (it fits) and AR 1.13 times (about 65 minutes on the slow day:
+# AR does not fit the hour there, README).
 CPU_STEPS = {"mdm": {4: 7_500, 8: 7_500}, "latent": {4: 5_700, 8: 5_000}, "ar": {1: 7_500}}
 
 

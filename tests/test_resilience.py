@@ -246,32 +246,3 @@ def test_kills_and_a_preemption_at_any_moment_then_resume_matches_the_uninterrup
     results = json.load(f)
   # the results' training time sums every call that trained, the preempted one's included
   assert results["trained_steps"] < 80 and results["train_seconds"] > before_resume
-
-
-def test_a_preempted_compare_job_stops_in_its_run_and_the_same_call_finishes_every_run(
-  tmp_path, data_dir, monkeypatch
-):
-  """The built-in default's path (configs/compare.py): a preemption in the first run saves it and stops
-  the job before the next run and before the comparison (the command line's status 3); the same call
-  then resumes that run and trains the rest."""
-  from vmd_jax import distributed, main
-
-  config = load_config("compare.py", "pair@mdm,vmd")
-  for name in config.runs:
-    shrink(config.runs[name], data_dir, steps=4)
-    config.runs[name].eval.nfes, config.runs[name].eval.iwae_k = (1,), 0
-  workdir = str(tmp_path)
-  monkeypatch.setattr(distributed, "stop_requested", lambda step, flag: step >= 2)  # SIGTERM at step 2
-  with pytest.raises(main.Preempted):
-    main.run_compare(config, workdir)
-  first, second = (os.path.join(workdir, name) for name in config.runs)
-  assert _final_state(first)[0] == 2 and not os.path.exists(os.path.join(first, "results.json"))
-  assert not os.path.exists(second) and not os.path.exists(os.path.join(workdir, "comparison.json"))
-  monkeypatch.undo()
-  main.run_compare(config, workdir)
-  with open(os.path.join(workdir, "comparison.json")) as f:
-    comparison = json.load(f)
-  assert sorted(comparison) == sorted(config.runs)
-  names = list(config.runs)  # the first resumed at step 2, the second trained from the start
-  assert [comparison[name]["trained_steps"] for name in names] == [2, 4]
-  assert _final_state(first)[0] == _final_state(second)[0] == 4

@@ -14,7 +14,7 @@ objective without a latent), i.e. next-character cross-entropy. size:
   learning rate 1e-3 (2e-3 and 3e-3 were worse on validation at 3,500 steps, and 7,500 steps beat
   3,500 for MDM and vmd+, launch/text_sweep.sh), for the steps of an hour: the steps that take at most
   58 minutes (the hour less 2 minutes) alone on 2 CPU cores at the slowest step times measured there
-  (CPU_STEPS; README, "Steps to fill the hour"). About twice the time on one core beside another run.
+  (LATENT_CPU_STEPS; README, "Steps to fill the hour"). About twice the time on one core beside another run.
 Evaluation (task text): bits per character and perplexity bounds (results.json `bpc_bound`,
 `ppl_bound`, plus the finite-NFE and IWAE bounds), samples at each NFE of eval.nfes (NFE counts the
 steps of all blocks) written to the workdir with their word and 4-gram statistics, and the sampler's
@@ -26,14 +26,14 @@ from vmd_jax.errors import ConfigError
 from vmd_jax.tasks import base_config
 
 SIZES = ("gpu", "cpu")
-# cpu size: (method, block size) -> training steps, at most 58 minutes at the slowest seconds per step
-# timed alone on 2 CPU cores (launch/hour.sh): MDM 0.459 at block 4, vmd+ 0.599 at block 4 and 0.676
-# at block 8. Blocks of other sizes take the block-8 count (larger blocks cost about the same a step).
-# The other latent methods (vmd, global, vmd+0.4) take vmd+'s counts, untimed: vmd's adaLN path costs
-# more a step. MDM at block 8 and AR keep 7,500: timed on another day beside MDM at block 4, MDM at
-# block 8 costs 0.94 times its step (it fits) and AR 1.13 times (about 65 minutes on the slow day:
-# AR does not fit the hour there, README).
-CPU_STEPS = {"mdm": {4: 7_500, 8: 7_500}, "latent": {4: 5_700, 8: 5_000}, "ar": {1: 7_500}}
+# cpu size: every run trains the steps of at most 58 minutes at the slowest seconds per step timed alone
+# on 2 CPU cores (launch/hour.sh). MDM (0.459 at block 4) and AR keep _cpu's 7,500: timed on another
+# day against MDM at block 4, MDM at block 8 costs 0.94 times its step (it fits) and AR 1.13 times
+# (about 65 minutes on the slow day: AR does not fit the hour there, README). The latent methods
+# (vmd+: 0.599 at block 4, 0.676 at block 8) take LATENT_CPU_STEPS by block size; blocks of other
+# sizes, untimed, take the block-8 count, and vmd, global and vmd+0.4 vmd+'s counts, untimed (vmd's
+# adaLN path costs more a step).
+LATENT_CPU_STEPS = {4: 5_700, 8: 5_000}
 
 
 def _gpu(config) -> None:
@@ -71,7 +71,7 @@ def _cpu(config) -> None:
   config.model.latent_dim = 16 if config.model.latent_dim else 0  # mdm and ar have none
   config.model.encoder_width = 128
   config.model.encoder_depth = 1
-  config.train.steps = 7_500  # MDM's and AR's; the latent methods' in get_config (CPU_STEPS)
+  config.train.steps = 7_500  # MDM's and AR's; the latent methods' in get_config (LATENT_CPU_STEPS)
   config.train.batch_size = 32
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200
@@ -124,10 +124,8 @@ def get_config(arg: str = "vmd,block4"):
   config.eval.token_rule = "sample"  # text: sampled characters for every method
   config.eval.temperature = 1.0
   (_gpu if size == "gpu" else _cpu)(config)
-  if size == "cpu":
-    family = "ar" if method == "ar" else "latent" if config.model.latent_dim else "mdm"
-    steps = CPU_STEPS[family]
-    config.train.steps = steps.get(block_size, steps[max(steps)])
+  if size == "cpu" and config.model.latent_dim:
+    config.train.steps = LATENT_CPU_STEPS.get(block_size, LATENT_CPU_STEPS[8])
   length = config.data.seq_length
   if block_size < 1 or length % block_size:
     raise ConfigError(f"text8 config arg {arg!r}: the block size must divide the sequence length {length}")

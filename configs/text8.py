@@ -27,13 +27,14 @@ from vmd_jax.tasks import base_config
 
 SIZES = ("gpu", "cpu")
 # cpu size: every run trains the steps of at most 58 minutes at the slowest seconds per step timed alone
-# on 2 CPU cores (launch/hour.sh). MDM (0.459 at block 4) and AR keep _cpu's 7,500: timed on another
-# day against MDM at block 4, MDM at block 8 costs 0.94 times its step (it fits) and AR 1.13 times
-# (about 65 minutes on the slow day: AR does not fit the hour there, README). The latent methods
-# (vmd+: 0.599 at block 4, 0.676 at block 8) take LATENT_CPU_STEPS by block size; blocks of other
-# sizes, untimed, take the block-8 count, and vmd, global and vmd+0.4 vmd+'s counts, untimed (vmd's
-# adaLN path costs more a step).
+# on 2 CPU cores (launch/hour.sh). MDM (0.459 at block 4) keeps _cpu's 7,500: timed on another day
+# against MDM at block 4, MDM at block 8 costs 0.94 times its step (it fits) and AR 1.13 times, about
+# 0.519 s on the slow day, so AR takes AR_CPU_STEPS (57 minutes there). The latent methods (vmd+: 0.599
+# at block 4, 0.676 at block 8) take LATENT_CPU_STEPS by block size; blocks of other sizes, untimed,
+# take the block-8 count, and vmd, global and vmd+0.4 vmd+'s counts, untimed (vmd's adaLN path costs
+# more a step).
 LATENT_CPU_STEPS = {4: 5_700, 8: 5_000}
+AR_CPU_STEPS = 6_600
 
 
 def _gpu(config) -> None:
@@ -61,7 +62,7 @@ def _gpu(config) -> None:
 
 
 def _cpu(config) -> None:
-  """A text8-style corpus: 4 x 128 on 64 characters, 7,500 steps of batch 32."""
+  """A text8-style corpus: 4 x 128 on 64 characters, 7,500 steps of batch 32 (MDM's count)."""
   config.data.name = "text8"
   config.data.seq_length = 64
   config.model.max_length = 64
@@ -71,7 +72,7 @@ def _cpu(config) -> None:
   config.model.latent_dim = 16 if config.model.latent_dim else 0  # mdm and ar have none
   config.model.encoder_width = 128
   config.model.encoder_depth = 1
-  config.train.steps = 7_500  # MDM's and AR's; the latent methods' in get_config (LATENT_CPU_STEPS)
+  config.train.steps = 7_500  # MDM's; AR's and the latent methods' in get_config
   config.train.batch_size = 32
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200
@@ -126,6 +127,8 @@ def get_config(arg: str = "vmd,block4"):
   (_gpu if size == "gpu" else _cpu)(config)
   if size == "cpu" and config.model.latent_dim:
     config.train.steps = LATENT_CPU_STEPS.get(block_size, LATENT_CPU_STEPS[8])
+  elif size == "cpu" and method == "ar":
+    config.train.steps = AR_CPU_STEPS
   length = config.data.seq_length
   if block_size < 1 or length % block_size:
     raise ConfigError(f"text8 config arg {arg!r}: the block size must divide the sequence length {length}")

@@ -35,7 +35,8 @@ run_job() {  # job, core
   [[ -f "$OUT/runs/$name/results.json" ]] && return 0
   # shellcheck disable=SC2086  # overrides are separate flags
   taskset -c "$2" "$PYTHON" -m vmd_jax.main --config="configs/synthetic.py:$arg" --workdir="$OUT/runs/$name" \
-    $overrides >"$OUT/logs/$name.log" 2>&1 || echo "FAILED: $name (see $OUT/logs/$name.log)"
+    $overrides >"$OUT/logs/$name.log" 2>&1 ||
+    echo "FAILED: $name, status $? (3: stopped by SIGTERM, run again to resume; see $OUT/logs/$name.log)"
 }
 
 worker() {  # worker k runs every second job, from the k-th, on core k

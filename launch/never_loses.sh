@@ -81,7 +81,10 @@ run_job() {
   # shellcheck disable=SC2086  # overrides are separate flags
   taskset -c "$2" "$PYTHON" -m vmd_jax.main --config="configs/synthetic.py:$arg" --workdir="$workdir" \
     --mode=$mode --config.data.data_dir="$DATA" $overrides >"$OUT/logs/$name.log" 2>&1 \
-    || { echo "FAILED: $name (see $OUT/logs/$name.log)"; touch "$OUT/failed/$name"; }
+    || {
+      echo "FAILED: $name, status $? (3: stopped by SIGTERM, run again to resume; see $OUT/logs/$name.log)"
+      touch "$OUT/failed/$name"
+    }
 }
 
 next_job() {  # the queue's next index, shared by the workers (a counter under a lock)

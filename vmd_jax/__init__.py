@@ -8,7 +8,7 @@ The Python API (vmd_jax/api.py): `vmd_jax.train(config, workdir)` and `vmd_jax.l
 `Model` with `.sample`, `.nll_bound` and, for Sudoku, `.solve`.
 """
 
-__version__ = "0.17.0"
+__version__ = "0.17.1"
 
 _API = ("Model", "NLLBound", "compare", "load", "train")
 

@@ -14,7 +14,8 @@ objective without a latent), i.e. next-character cross-entropy. size:
   learning rate 1e-3 (2e-3 and 3e-3 were worse on validation at 3,500 steps, and 7,500 steps beat
   3,500 for MDM and vmd+, launch/text_sweep.sh), for the steps of an hour: the steps that take at most
   58 minutes (the hour less 2 minutes) alone on 2 CPU cores at the slowest step times measured there
-  (LATENT_CPU_STEPS; README, "Steps to fill the hour"). About twice the time on one core beside another run.
+  (LATENT_CPU_STEPS, AR_CPU_STEPS; README, "Steps to fill the hour"). About twice the time on one core
+  beside another run.
 Evaluation (task text): bits per character and perplexity bounds (results.json `bpc_bound`,
 `ppl_bound`, plus the finite-NFE and IWAE bounds), samples at each NFE of eval.nfes (NFE counts the
 steps of all blocks) written to the workdir with their word and 4-gram statistics, and the sampler's
